@@ -1,0 +1,464 @@
+"""
+The one GPT every stage shares: a hand-written GPT-2, KV-cache sampling for PPO rollouts,
+Hugging Face GPT-2 loading, the offline tokenizer and checkpoint I/O. Nothing else lives here.
+
+    from model import GPT, GPTConfig, get_tokenizer, generate, save_checkpoint, load_checkpoint
+"""
+import base64
+import functools
+import json
+import math
+import os
+import sys
+import urllib.request
+from dataclasses import dataclass, asdict, replace
+
+import numpy as np
+import tiktoken
+import torch
+import torch.nn as nn
+from torch.nn import functional as F
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+# -----------------------------------------------------------------------------
+# Tokenizer: GPT-2's BPE from data/gpt2.tiktoken, no download.
+# GPT-2's merges are ordered by rank and every merge joins two lower-ranked tokens, so the
+# first V-1 ranks are themselves a valid BPE: "gpt2-V" is a V-token GPT-2-style vocabulary
+# whose last id is <|endoftext|>. The tiny default model uses one (its output layer would
+# otherwise be 50,257 rows, most of its compute); "gpt2" is the full 50,257-token encoding.
+
+GPT2_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+
+
+@functools.lru_cache(maxsize=1)
+def _gpt2_ranks():
+    ranks = {}
+    with open(os.path.join(HERE, "data", "gpt2.tiktoken"), "rb") as f:
+        for line in f:
+            if line.strip():
+                token, rank = line.split()
+                ranks[base64.b64decode(token)] = int(rank)
+    return ranks
+
+
+@functools.lru_cache(maxsize=None)
+def get_tokenizer(name="gpt2"):
+    ranks = _gpt2_ranks()
+    if name == "gpt2":
+        vocab_size = len(ranks) + 1
+    elif name.startswith("gpt2-") and name[5:].isdigit() and 257 <= int(name[5:]) <= len(ranks) + 1:
+        vocab_size = int(name[5:])
+    else:
+        raise SystemExit(f"error: unknown tokenizer '{name}': use 'gpt2' or 'gpt2-V' with 257 <= V <= {len(ranks) + 1}")
+    kept = {token: rank for token, rank in ranks.items() if rank < vocab_size - 1}
+    return tiktoken.Encoding(name=name, pat_str=GPT2_PATTERN, mergeable_ranks=kept,
+                             special_tokens={"<|endoftext|>": vocab_size - 1})
+
+
+# -----------------------------------------------------------------------------
+# The model
+
+@dataclass
+class GPTConfig:
+    block_size: int = 1024
+    vocab_size: int = 50257
+    n_layer: int = 12
+    n_head: int = 12
+    n_embd: int = 768
+    dropout: float = 0.0
+    head: str = "lm"  # "lm": next-token logits; "scalar": unembedding removed, one number per position (RM and value, paper §3.5)
+
+
+class KVCache:
+    """Preallocated keys and values of every layer, filled left to right during sampling."""
+
+    def __init__(self, n_layer, max_len):
+        self.k, self.v = [None] * n_layer, [None] * n_layer
+        self.max_len, self.t0 = max_len, 0
+
+    def update(self, layer, k, v):  # k, v: (B, nh, T, hs)
+        if self.k[layer] is None:
+            shape = (*k.shape[:2], self.max_len, k.shape[3])
+            self.k[layer] = k.new_empty(shape)
+            self.v[layer] = v.new_empty(shape)
+        t1 = self.t0 + k.size(2)
+        self.k[layer][:, :, self.t0:t1] = k
+        self.v[layer][:, :, self.t0:t1] = v
+        return self.k[layer][:, :, :t1], self.v[layer][:, :, :t1]
+
+
+class CausalSelfAttention(nn.Module):
+
+    def __init__(self, config, layer):
+        super().__init__()
+        assert config.n_embd % config.n_head == 0, "n_embd must be a multiple of n_head"
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd)
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd)
+        self.resid_dropout = nn.Dropout(config.dropout)
+        self.n_head, self.dropout, self.layer = config.n_head, config.dropout, layer
+
+    def forward(self, x, attn_mask=None, kv_cache=None):
+        B, T, C = x.size()
+        q, k, v = self.c_attn(x).split(C, dim=2)
+        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))  # (B, nh, T, hs)
+        if kv_cache is not None:
+            k, v = kv_cache.update(self.layer, k, v)  # (B, nh, t0+T, hs)
+        dropout = self.dropout if self.training else 0.0
+        if attn_mask is None:  # no padding: the fast causal kernel
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)
+        return self.resid_dropout(self.c_proj(y))
+
+
+class MLP(nn.Module):
+
+    def __init__(self, config):
+        super().__init__()
+        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd)
+        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x):
+        return self.dropout(self.c_proj(F.gelu(self.c_fc(x), approximate="tanh")))
+
+
+class Block(nn.Module):
+
+    def __init__(self, config, layer):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(config.n_embd)
+        self.attn = CausalSelfAttention(config, layer)
+        self.ln_2 = nn.LayerNorm(config.n_embd)
+        self.mlp = MLP(config)
+
+    def forward(self, x, attn_mask=None, kv_cache=None):
+        x = x + self.attn(self.ln_1(x), attn_mask, kv_cache)
+        return x + self.mlp(self.ln_2(x))
+
+
+def positions_and_mask(mask):
+    """Padding mask (B, T), True on real tokens, to position ids (B, T) and an attention mask
+    (B, 1, T, T), so a padded row computes exactly what it would alone. Every query may see
+    itself, which keeps rows of pure padding finite (their outputs are never used)."""
+    T = mask.size(1)
+    pos = (mask.long().cumsum(-1) - 1).clamp(min=0)
+    causal = torch.ones(T, T, dtype=torch.bool, device=mask.device).tril()
+    attn = (causal & mask[:, None, :]) | torch.eye(T, dtype=torch.bool, device=mask.device)
+    return pos, attn[:, None]
+
+
+class GPT(nn.Module):
+
+    def __init__(self, config):
+        super().__init__()
+        self.config = config
+        self.transformer = nn.ModuleDict(dict(
+            wte=nn.Embedding(config.vocab_size, config.n_embd),
+            wpe=nn.Embedding(config.block_size, config.n_embd),
+            drop=nn.Dropout(config.dropout),
+            h=nn.ModuleList([Block(config, i) for i in range(config.n_layer)]),
+            ln_f=nn.LayerNorm(config.n_embd),
+        ))
+        if config.head == "lm":
+            self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+            self.lm_head.weight = self.transformer.wte.weight  # tied, as in GPT-2
+        elif config.head == "scalar":
+            self.score = nn.Linear(config.n_embd, 1)
+        else:
+            raise ValueError(f"head must be 'lm' or 'scalar', not {config.head!r}")
+        self.apply(self._init_weights)
+        for name, p in self.named_parameters():
+            if name.endswith("c_proj.weight"):  # GPT-2: scale residual projections by depth
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+        if config.head == "scalar":  # a reward starts near 0 whatever the hidden-state scale
+            nn.init.normal_(self.score.weight, std=1 / math.sqrt(config.n_embd + 1))
+
+    def _init_weights(self, module):
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def num_params(self):
+        return sum(p.numel() for p in self.parameters()) - self.transformer.wpe.weight.numel()
+
+    def hidden(self, idx, pos=None, attn_mask=None, kv_cache=None):
+        """Final-LayerNorm hidden states (B, T, C)."""
+        B, T = idx.size()
+        if pos is None:
+            pos = torch.arange(T, device=idx.device)[None]
+        if pos.max() >= self.config.block_size:
+            raise ValueError(f"sequence position {int(pos.max())} is past the context of {self.config.block_size} tokens")
+        x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
+        for block in self.transformer.h:
+            x = block(x, attn_mask, kv_cache)
+        if kv_cache is not None:
+            kv_cache.t0 += T
+        return self.transformer.ln_f(x)
+
+    def forward(self, idx, targets=None, attention_mask=None):
+        """idx (B, T) token ids; attention_mask (B, T) True on real tokens, needed only with
+        left padding (right padding is invisible to causal attention). Returns logits (B, T, V),
+        or for a scalar head values (B, T); with targets (B, T), -1 = ignored, also the mean
+        next-token cross-entropy."""
+        pos, attn = positions_and_mask(attention_mask) if attention_mask is not None else (None, None)
+        x = self.hidden(idx, pos, attn)
+        if self.config.head == "scalar":
+            return self.score(x).squeeze(-1)
+        logits = self.lm_head(x)
+        if targets is None:
+            return logits
+        loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.view(-1), ignore_index=-1)
+        return logits, loss
+
+    def configure_optimizer(self, weight_decay, learning_rate, betas=(0.9, 0.95), device_type="cpu"):
+        """AdamW with decay on matrices only (not on biases, LayerNorms)."""
+        params = [p for p in self.parameters() if p.requires_grad]
+        groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
+                  {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+        return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, fused=device_type == "cuda")
+
+    def flops_per_token(self):
+        """Training FLOPs per token (forward + backward), PaLM appendix B: 6N + 12·L·H·Q·T."""
+        c = self.config
+        return 6 * self.num_params() + 12 * c.n_layer * c.n_head * (c.n_embd // c.n_head) * c.block_size
+
+
+def scalar_head_model(lm):
+    """The SFT model with the unembedding removed and a scalar head (paper §3.5): the RM, and the value function."""
+    model = GPT(replace(lm.config, head="scalar"))
+    body = {k: v for k, v in lm.state_dict().items() if k.startswith("transformer.")}
+    model.load_state_dict(body, strict=False)
+    return model.to(next(lm.parameters()).device)
+
+
+# Dense bf16/fp16 tensor-core peaks, for MFU; anything else reports no MFU.
+PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12, "A10": 125e12, "4090": 165e12, "V100": 125e12}
+
+
+def peak_flops(device):
+    if not str(device).startswith("cuda"):
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((flops for key, flops in PEAK_FLOPS.items() if key in name), None)
+
+
+# -----------------------------------------------------------------------------
+# Sampling
+
+def sampling_logits(logits, temperature=1.0, top_k=None, top_p=None):
+    """The logits of the distribution actually sampled from. PPO must compute log-probs the same way
+    (temperature included), or the ratio π/π_old and the KL are taken against the wrong distribution."""
+    logits = logits.float() / temperature
+    if top_k is not None and top_k < logits.size(-1):
+        kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p is not None and top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
+        probs = sorted_logits.softmax(-1)
+        drop = probs.cumsum(-1) - probs > top_p  # tokens entirely beyond the nucleus; the top one always stays
+        logits = logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
+    return logits
+
+
+def token_logprobs(logits, tokens, temperature=1.0, top_k=None, top_p=None):
+    """log π(token) for each position: logits (..., V), tokens (...) -> (...)."""
+    logp = F.log_softmax(sampling_logits(logits, temperature, top_k, top_p), dim=-1)
+    return logp.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+
+
+def left_pad(prompts, pad_id, device="cpu"):
+    """Token lists of different lengths -> (B, P) ids, left-padded, and the (B, P) mask of real tokens."""
+    P = max(len(p) for p in prompts)
+    idx = torch.full((len(prompts), P), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(prompts), P), dtype=torch.bool)
+    for i, p in enumerate(prompts):
+        idx[i, P - len(p):] = torch.tensor(p, dtype=torch.long)
+        mask[i, P - len(p):] = True
+    return idx.to(device), mask.to(device)
+
+
+@torch.no_grad()
+def generate(model, prompts, max_new_tokens, eot, temperature=1.0, top_k=None, top_p=None, generator=None):
+    """Sample a response to each prompt (a list of token lists of any lengths) with a KV cache.
+    temperature 0 means greedy. Prompts are left-padded so every row samples in the same column.
+    Returns
+      tokens (B, P+N): left-padded prompt then response; after a row's first eot, eot fills it
+      mask (B, P+N): True on real tokens (prompt and response up to and including its eot)
+      logprobs (B, N): log-prob of each sampled token under the distribution it was sampled from
+      response_mask (B, N): True up to and including the first eot
+    N <= max_new_tokens (sampling stops once every row has ended)."""
+    device = next(model.parameters()).device
+    idx, prompt_mask = left_pad(prompts, eot, device)
+    B, P = idx.shape
+    if P + max_new_tokens > model.config.block_size:
+        raise ValueError(f"prompt of {P} tokens + {max_new_tokens} new tokens exceeds the context of "
+                         f"{model.config.block_size}: shorten the prompt or lower the response length")
+    cache = KVCache(model.config.n_layer, P + max_new_tokens)
+    key_mask = torch.cat([prompt_mask, torch.ones(B, max_new_tokens, dtype=torch.bool, device=device)], 1)
+    next_pos = prompt_mask.sum(1, keepdim=True)  # (B, 1): a row's first response position
+    out = torch.full((B, max_new_tokens), eot, dtype=torch.long, device=device)
+    logprobs = torch.zeros(B, max_new_tokens, device=device)
+    alive = torch.ones(B, dtype=torch.bool, device=device)
+    response_mask = torch.zeros(B, max_new_tokens, dtype=torch.bool, device=device)
+    pos, attn = positions_and_mask(prompt_mask)
+    x = model.hidden(idx, pos, attn, cache)[:, -1]
+    for t in range(max_new_tokens):
+        logits = sampling_logits(model.lm_head(x), temperature or 1.0, top_k, top_p)
+        logp = F.log_softmax(logits, dim=-1)
+        if temperature == 0:
+            token = logits.argmax(-1)
+        else:
+            token = torch.multinomial(logp.exp(), 1, generator=generator).squeeze(-1)
+        token = torch.where(alive, token, eot)
+        out[:, t], logprobs[:, t] = token, logp.gather(-1, token[:, None]).squeeze(-1) * alive
+        response_mask[:, t] = alive
+        alive = alive & (token != eot)
+        if not alive.any() or t == max_new_tokens - 1:
+            break
+        x = model.hidden(token[:, None], next_pos + t, key_mask[:, None, None, :P + t + 1], cache)[:, -1]
+    N = t + 1
+    tokens = torch.cat([idx, out[:, :N]], 1)
+    mask = torch.cat([prompt_mask, response_mask[:, :N]], 1)
+    return tokens, mask, logprobs[:, :N], response_mask[:, :N]
+
+
+# -----------------------------------------------------------------------------
+# Checkpoints: a state dict plus JSON-able metadata; written to a temp file then renamed,
+# so a crash mid-write leaves the previous checkpoint as it was.
+
+def save_checkpoint(path, model, optimizer=None, **meta):
+    model = getattr(model, "module", model)  # DDP
+    model = getattr(model, "_orig_mod", model)  # torch.compile
+    ckpt = {"model": model.state_dict(), "model_config": asdict(model.config), **meta}
+    if optimizer is not None:
+        ckpt["optimizer"] = optimizer.state_dict()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f"{path}.tmp{os.getpid()}"
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(ckpt, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def load_checkpoint(path, device="cpu"):
+    if not os.path.isfile(path):
+        raise SystemExit(f"error: checkpoint {path} not found (train the stage that writes it first, or fix the path)")
+    try:
+        return torch.load(path, map_location=device, weights_only=True)
+    except Exception as e:
+        raise SystemExit(f"error: {path} is not a readable checkpoint ({type(e).__name__}: {e})")
+
+
+def model_from_checkpoint(ckpt, device="cpu", dropout=None):
+    config = GPTConfig(**ckpt["model_config"])
+    if dropout is not None:
+        config = replace(config, dropout=dropout)
+    model = GPT(config)
+    model.load_state_dict(ckpt["model"])
+    return model.to(device)
+
+
+# -----------------------------------------------------------------------------
+# Hugging Face GPT-2 checkpoints (pytorch_model.bin or model.safetensors), read without transformers
+
+GPT2_SIZES = {"gpt2": (12, 12, 768), "gpt2-medium": (24, 16, 1024), "gpt2-large": (36, 20, 1280), "gpt2-xl": (48, 25, 1600)}
+CACHE_DIR = os.environ.get("INSTRUCTGPT_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "instructgpt"))
+SAFETENSORS_DTYPES = {"F32": np.float32, "F16": np.float16, "BF16": np.uint16, "F64": np.float64, "I64": np.int64, "U8": np.uint8, "BOOL": np.bool_}
+
+
+def read_safetensors(path):
+    """The format: 8-byte little-endian header length, a JSON header {name: {dtype, shape, data_offsets}}, raw bytes."""
+    with open(path, "rb") as f:
+        n = int.from_bytes(f.read(8), "little")
+        header = json.loads(f.read(n))
+        data = np.frombuffer(f.read(), dtype=np.uint8)
+    tensors = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        start, end = info["data_offsets"]
+        array = data[start:end].view(SAFETENSORS_DTYPES[info["dtype"]]).reshape(info["shape"])
+        t = torch.from_numpy(array.copy())
+        tensors[name] = t.view(torch.int16).view(torch.bfloat16) if info["dtype"] == "BF16" else t
+    return tensors
+
+
+def _download(url, dest):
+    tmp = dest + ".part"
+    with urllib.request.urlopen(url, timeout=30) as r, open(tmp, "wb") as f:
+        total, done = int(r.headers.get("Content-Length", 0)), 0
+        while chunk := r.read(1 << 20):
+            f.write(chunk)
+            done += len(chunk)
+            print(f"\rdownloading {url}: {done / 2**20:.0f}/{total / 2**20:.0f} MiB", end="", file=sys.stderr)
+    print(file=sys.stderr)
+    os.replace(tmp, dest)
+
+
+def _gpt2_folder(name):
+    folder = os.path.join(CACHE_DIR, name)
+    if any(os.path.exists(os.path.join(folder, f)) for f in ("model.safetensors", "pytorch_model.bin")):
+        return folder
+    os.makedirs(folder, exist_ok=True)
+    url = f"https://huggingface.co/openai-community/{name}/resolve/main/model.safetensors"
+    try:
+        _download(url, os.path.join(folder, "model.safetensors"))
+    except OSError as e:
+        raise SystemExit(f"error: could not download {url} ({e}); offline, place {name}'s model.safetensors "
+                         f"(or pytorch_model.bin) in {folder}/, or pass that folder's path instead of '{name}'")
+    return folder
+
+
+def from_pretrained(name_or_path, block_size=None, dropout=0.0):
+    """A GPT from Hugging Face GPT-2 weights: 'gpt2', 'gpt2-medium', 'gpt2-large', 'gpt2-xl'
+    (downloaded once into $INSTRUCTGPT_CACHE), or a local folder holding config.json and
+    model.safetensors or pytorch_model.bin. Uses the full 'gpt2' tokenizer."""
+    if os.path.isdir(name_or_path):
+        folder = name_or_path
+        config_file = os.path.join(folder, "config.json")
+        if not os.path.isfile(config_file):
+            raise SystemExit(f"error: {config_file} not found: a GPT-2 folder needs config.json beside its weights")
+        with open(config_file) as f:
+            hf = json.load(f)
+        n_layer, n_head, n_embd = hf["n_layer"], hf["n_head"], hf["n_embd"]
+        n_ctx, vocab = hf.get("n_positions", hf.get("n_ctx", 1024)), hf["vocab_size"]
+    elif name_or_path in GPT2_SIZES:
+        folder = _gpt2_folder(name_or_path)
+        (n_layer, n_head, n_embd), n_ctx, vocab = GPT2_SIZES[name_or_path], 1024, 50257
+    else:
+        raise SystemExit(f"error: '{name_or_path}' is neither a folder nor one of {', '.join(GPT2_SIZES)}")
+    st, bin_ = os.path.join(folder, "model.safetensors"), os.path.join(folder, "pytorch_model.bin")
+    if os.path.isfile(st):
+        sd = read_safetensors(st)
+    elif os.path.isfile(bin_):
+        sd = torch.load(bin_, map_location="cpu", weights_only=True)
+    else:
+        raise SystemExit(f"error: no model.safetensors or pytorch_model.bin in {folder}")
+    config = GPTConfig(block_size=block_size or n_ctx, vocab_size=vocab, n_layer=n_layer, n_head=n_head, n_embd=n_embd, dropout=dropout)
+    model = GPT(config)
+    ours = model.state_dict()
+    theirs = {k.removeprefix("transformer."): v for k, v in sd.items()}
+    for key in ours:
+        if key == "lm_head.weight":
+            continue  # tied to wte
+        src = theirs.get(key.removeprefix("transformer."))
+        if src is None:
+            raise SystemExit(f"error: {folder} has no weight for {key}: is it a GPT-2 checkpoint?")
+        if key.endswith(("c_attn.weight", "c_proj.weight", "c_fc.weight")):
+            src = src.t()  # Hugging Face's Conv1D stores (in, out)
+        if key == "transformer.wpe.weight":
+            src = src[:config.block_size]
+        with torch.no_grad():
+            ours[key].copy_(src.float())
+    return model

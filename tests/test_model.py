@@ -1,0 +1,185 @@
+"""
+model.py: Hugging Face GPT-2 equivalence, KV-cache sampling, tokenizer, crash-safe checkpoints.
+
+    python -m pytest tests/test_model.py -q
+"""
+import os
+import sys
+
+import pytest
+import torch
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+from model import (GPT, GPTConfig, from_pretrained, generate, get_tokenizer, load_checkpoint, left_pad,
+                   model_from_checkpoint, save_checkpoint, scalar_head_model, token_logprobs)
+
+TINY = GPTConfig(block_size=64, vocab_size=300, n_layer=2, n_head=2, n_embd=32)
+
+
+def tiny_model(seed=0, **kw):
+    torch.manual_seed(seed)
+    return GPT(GPTConfig(**{**TINY.__dict__, **kw})).eval()
+
+
+# --- 1. Hugging Face GPT-2 checkpoints -----------------------------------------------------
+
+@pytest.mark.parametrize("fmt", ["bin", "safetensors"])
+def test_from_pretrained_matches_transformers(tmp_path, fmt):
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    hf_config = transformers.GPT2Config(vocab_size=300, n_positions=64, n_embd=32, n_layer=2, n_head=2)
+    hf = transformers.GPT2LMHeadModel(hf_config).eval()
+    if fmt == "safetensors":
+        hf.save_pretrained(tmp_path)
+    else:  # the classic format of the original GPT-2 uploads: a pickled state dict
+        hf.config.save_pretrained(tmp_path)
+        torch.save(hf.state_dict(), tmp_path / "pytorch_model.bin")
+    assert os.path.exists(tmp_path / ("model.safetensors" if fmt == "safetensors" else "pytorch_model.bin"))
+    ours = from_pretrained(str(tmp_path)).eval()
+
+    idx, mask = left_pad([[5, 6, 7, 8, 9, 10], [11, 12, 13], [1]], pad_id=0)
+    pos = (mask.long().cumsum(-1) - 1).clamp(min=0)
+    with torch.no_grad():
+        theirs = hf(input_ids=idx, attention_mask=mask.long(), position_ids=pos).logits
+        mine = ours(idx, attention_mask=mask)
+    assert mine.shape == theirs.shape
+    assert (mine - theirs)[mask].abs().max().item() <= 1e-5
+    # and unpadded, where the fast causal kernel runs
+    with torch.no_grad():
+        assert (ours(idx[:1]) - hf(input_ids=idx[:1]).logits).abs().max().item() <= 1e-5
+
+
+def test_from_pretrained_errors(tmp_path):
+    with pytest.raises(SystemExit, match="config.json"):
+        from_pretrained(str(tmp_path))
+    with pytest.raises(SystemExit, match="neither a folder"):
+        from_pretrained("not-a-model")
+
+
+# --- 2. KV-cache sampling ---------------------------------------------------------------------
+
+def test_sampled_logprobs_equal_full_forward():
+    model = tiny_model()
+    prompts = [[1, 2, 3, 4, 5, 6, 7], [8, 9], [10, 11, 12, 13]]
+    for temperature, top_k, top_p in [(1.0, None, None), (0.7, None, None), (1.3, 20, 0.9)]:
+        tokens, mask, logprobs, response_mask = generate(model, prompts, 12, eot=299, temperature=temperature,
+                                                         top_k=top_k, top_p=top_p, generator=torch.Generator().manual_seed(1))
+        P = tokens.size(1) - logprobs.size(1)
+        assert P == 7
+        with torch.no_grad():
+            logits = model(tokens, attention_mask=mask)
+        recomputed = token_logprobs(logits[:, P - 1:-1], tokens[:, P:], temperature, top_k, top_p)
+        assert (recomputed - logprobs)[response_mask].abs().max().item() <= 1e-5
+        assert mask[:, P:].equal(response_mask)
+
+
+def test_response_mask_stops_after_eot():
+    model = tiny_model(vocab_size=8)  # eot = 7 comes up often in a vocabulary of 8
+    prompts = [[1, 2], [3], [4, 5, 6], [2]]
+    tokens, mask, logprobs, response_mask = generate(model, prompts, 60, eot=7, generator=torch.Generator().manual_seed(0))
+    P = tokens.size(1) - logprobs.size(1)
+    ended = 0
+    for i in range(len(prompts)):
+        resp = tokens[i, P:].tolist()
+        if 7 in resp:
+            ended += 1
+            first = resp.index(7)
+            assert response_mask[i].sum().item() == first + 1, "the mask covers the response up to and including its eot"
+            assert all(t == 7 for t in resp[first:])
+            assert (logprobs[i, first + 1:] == 0).all()
+        else:
+            assert response_mask[i].all()
+    assert ended == len(prompts), "with this seed every row ends"
+    assert logprobs.size(1) < 60, "sampling stops once every row has ended"
+
+
+def test_batched_greedy_equals_one_by_one():
+    model = tiny_model(seed=3)
+    prompts = [[1, 2, 3, 4, 5, 6, 7, 8], [9, 10], [11, 12, 13, 14, 15]]
+    batched, _, _, _ = generate(model, prompts, 15, eot=299, temperature=0)
+    P = max(map(len, prompts))
+    for i, p in enumerate(prompts):
+        alone, _, _, _ = generate(model, [p], 15, eot=299, temperature=0)
+        n = alone.size(1) - len(p)
+        assert batched[i, P:P + n].tolist() == alone[0, len(p):].tolist()
+
+
+def test_generate_refuses_prompt_past_context():
+    with pytest.raises(ValueError, match="exceeds the context"):
+        generate(tiny_model(), [[1] * 60], 10, eot=299)
+
+
+def test_scalar_head_keeps_body():
+    lm = tiny_model()
+    rm = scalar_head_model(lm)
+    assert not hasattr(rm, "lm_head")
+    idx = torch.tensor([[1, 2, 3]])
+    with torch.no_grad():
+        assert torch.equal(lm.hidden(idx), rm.hidden(idx))
+        values = rm(idx)
+    assert values.shape == (1, 3)
+    assert torch.allclose(values, rm.score(rm.hidden(idx)).squeeze(-1))
+
+
+# --- 3. Tokenizer ----------------------------------------------------------------------------
+
+def test_tokenizer_gpt2():
+    enc = get_tokenizer("gpt2")
+    assert enc.encode("Hello world") == [15496, 995]
+    assert enc.eot_token == 50256 and enc.n_vocab == 50257
+    text = "Grüße aus Zürich — 東京は晴れ, Москва? ¡Sí! 🤖 naïve café"
+    assert enc.decode(enc.encode(text)) == text
+    assert enc.encode("<|endoftext|>", allowed_special="all") == [50256]
+
+
+def test_small_tokenizer_is_a_prefix_of_gpt2():
+    full, small = get_tokenizer("gpt2"), get_tokenizer("gpt2-2048")
+    assert small.n_vocab == 2048 and small.eot_token == 2047
+    text = "The red fox lives in Oakton. Mira owns a small owl. THE END, 東京"
+    ids = small.encode(text)
+    assert max(ids) < 2047 and small.decode(ids) == text
+    # every token of the small vocabulary is the same byte string in GPT-2
+    assert all(small.decode_single_token_bytes(i) == full.decode_single_token_bytes(i) for i in range(0, 2047, 7))
+    assert len(ids) > len(full.encode(text))  # fewer merges, more tokens
+    with pytest.raises(SystemExit, match="unknown tokenizer"):
+        get_tokenizer("gpt2-10")
+
+
+def test_tokenizer_matches_tiktoken_registry_when_cached():
+    import tiktoken
+    try:
+        reference = tiktoken.get_encoding("gpt2")
+    except Exception:
+        pytest.skip("tiktoken's own gpt2 files are not cached on this machine (no network)")
+    ours = get_tokenizer("gpt2")
+    text = "It's 3.14159 o'clock; we'll  see\n\n  them   ALL-CAPS! 你好"
+    assert ours.encode(text) == reference.encode(text)
+
+
+# --- 4. Checkpoints ---------------------------------------------------------------------------
+
+def test_checkpoint_roundtrip_and_crash_mid_write(tmp_path, monkeypatch):
+    path = str(tmp_path / "ckpt.pt")
+    model = tiny_model()
+    opt = model.configure_optimizer(0.1, 1e-3)
+    save_checkpoint(path, model, opt, step=7, tokenizer="gpt2-2048", rng=torch.get_rng_state())
+    ckpt = load_checkpoint(path)
+    assert ckpt["step"] == 7 and ckpt["tokenizer"] == "gpt2-2048"
+    restored = model_from_checkpoint(ckpt)
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), restored.state_dict().values()))
+
+    other = tiny_model(seed=1)
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("killed mid-write")
+    monkeypatch.setattr(torch, "save", crash)
+    with pytest.raises(RuntimeError, match="killed"):
+        save_checkpoint(path, other, step=8)
+    monkeypatch.undo()
+    assert load_checkpoint(path)["step"] == 7
+    assert os.listdir(tmp_path) == ["ckpt.pt"], "no temp file is left behind"
+
+
+def test_missing_checkpoint_is_one_line_error(tmp_path):
+    with pytest.raises(SystemExit, match="not found"):
+        load_checkpoint(str(tmp_path / "nope.pt"))

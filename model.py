@@ -462,3 +462,99 @@ def from_pretrained(name_or_path, block_size=None, dropout=0.0):
         with torch.no_grad():
             ours[key].copy_(src.float())
     return model
+
+
+# -----------------------------------------------------------------------------
+# What every stage script shares: data files with line-numbered errors, compute setup (device,
+# precision, DDP), rewards at the last token, and sampling decoded text.
+
+def read_jsonl(path, required):
+    """Records of a JSONL file; a malformed line stops with the file, the line and what is wrong."""
+    if not os.path.isfile(path):
+        raise SystemExit(f"error: data file {path} not found (for the default world run `python data/world.py` first)")
+    records = []
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise SystemExit(f"error: {path}:{n}: not valid JSON ({e.msg} at column {e.colno})")
+            if not isinstance(record, dict):
+                raise SystemExit(f"error: {path}:{n}: expected a JSON object, got {type(record).__name__}")
+            for key in required:
+                if not isinstance(record.get(key), str):
+                    raise SystemExit(f"error: {path}:{n}: missing string field '{key}' (expected keys: {', '.join(required)})")
+            record["_where"] = f"{path}:{n}"
+            records.append(record)
+    if not records:
+        raise SystemExit(f"error: {path} holds no records")
+    return records
+
+
+def read_documents(path):
+    """Pretraining text: a .jsonl of {"text": ...} documents, or any other file with one document per line."""
+    if path.endswith(".jsonl"):
+        return [r["text"] for r in read_jsonl(path, ["text"])]
+    if not os.path.isfile(path):
+        raise SystemExit(f"error: text file {path} not found (for the default world run `python data/world.py` first)")
+    with open(path, encoding="utf-8") as f:
+        docs = [line.rstrip("\n") for line in f if line.strip()]
+    if not docs:
+        raise SystemExit(f"error: {path} holds no text")
+    return docs
+
+
+def compute_init(device="auto", dtype="auto"):
+    """Device, DDP and precision in one place. Under torchrun (RANK set) each process takes one
+    GPU (NCCL) or CPU (gloo). Returns ddp, rank, world_size, device, autocast context, GradScaler-or-None."""
+    from contextlib import nullcontext
+    import torch.distributed as dist
+    ddp = "RANK" in os.environ
+    rank, world_size, local_rank = (int(os.environ.get(k, d)) for k, d in (("RANK", 0), ("WORLD_SIZE", 1), ("LOCAL_RANK", 0)))
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if ddp:
+        dist.init_process_group(backend="nccl" if device.startswith("cuda") else "gloo")
+        if device.startswith("cuda"):
+            device = f"cuda:{local_rank}"
+    if device.startswith("cuda"):
+        torch.cuda.set_device(device)
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    device_type = "cuda" if device.startswith("cuda") else "cpu"
+    if dtype == "auto":
+        dtype = ("bfloat16" if torch.cuda.is_bf16_supported() else "float16") if device_type == "cuda" else "float32"
+    ptdtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
+    ctx = nullcontext() if ptdtype == torch.float32 else torch.autocast(device_type=device_type, dtype=ptdtype)
+    scaler = torch.amp.GradScaler(device_type) if ptdtype == torch.float16 else None
+    return ddp, rank, world_size, device, ctx, scaler
+
+
+def last_token_index(mask):
+    """(B, T) mask -> (B,) index of each row's last real token (the <|endoftext|> of a finished response)."""
+    return mask.long().cumsum(1).argmax(1)
+
+
+def rewards_at_last_token(rm, tokens, mask):
+    """r_θ(x, y): the scalar head read at the last real token of each (prompt, response) row. The
+    normalisation of reward.py lives in the head's bias, so this is already the normalised score."""
+    values = rm(tokens, attention_mask=mask)  # (B, T)
+    return values.gather(1, last_token_index(mask)[:, None]).squeeze(1).float()
+
+
+def sample_texts(model, enc, prompts, max_new_tokens, temperature=1.0, batch_size=64, generator=None, ctx=None):
+    """Sample one response per prompt string; returns (response text without <|endoftext|>, ended) pairs."""
+    from contextlib import nullcontext
+    out = []
+    for i in range(0, len(prompts), batch_size):
+        ids = [enc.encode_ordinary(p) for p in prompts[i:i + batch_size]]
+        with ctx or nullcontext():
+            tokens, _, _, response_mask = generate(model, ids, max_new_tokens, enc.eot_token, temperature, generator=generator)
+        P = tokens.size(1) - response_mask.size(1)
+        for row, m in zip(tokens[:, P:].tolist(), response_mask.tolist()):
+            n = sum(m)
+            ended = n > 0 and row[n - 1] == enc.eot_token
+            out.append((enc.decode(row[:n - 1] if ended else row[:n]), ended))
+    return out

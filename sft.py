@@ -1,0 +1,338 @@
+"""
+Step 1 of InstructGPT (paper §3.5, "Supervised fine-tuning"): fine-tune a pretrained LM on
+labeler demonstrations, next-token loss on the response tokens only. With --pretrain the same
+loop, unmasked, pretrains the default world's base model on its corpus: one code path, not two.
+
+    python sft.py                                   # SFT of the default base on the default world
+    python sft.py --pretrain --out_dir out/base     # pretrain the default world's base model
+    python sft.py --init gpt2 --train my_demos.jsonl --val my_val.jsonl --tokenizer gpt2
+    torchrun --standalone --nproc_per_node=8 sft.py --init gpt2 ...
+    python sft.py --resume                          # continue an interrupted run exactly
+"""
+import argparse
+import json
+import math
+import os
+import time
+
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from model import (GPT, GPTConfig, compute_init, from_pretrained, get_tokenizer, load_checkpoint, model_from_checkpoint,
+                   peak_flops, read_documents, read_jsonl, save_checkpoint, sample_texts)
+
+# -----------------------------------------------------------------------------
+parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+# data
+parser.add_argument("--pretrain", action="store_true", help="pretrain on plain text (loss on every token) instead of SFT on demonstrations")
+parser.add_argument("--train", default=None, help="training data: demonstrations JSONL {prompt, response}; with --pretrain a text file, one document per line [default: the world's sft_train.jsonl / corpus_train.txt]")
+parser.add_argument("--val", default=None, help="validation data, same format as --train [default: the world's sft_val.jsonl / corpus_val.txt]")
+parser.add_argument("--world", default="data/world", help="folder of the generated default world (python data/world.py)")
+# model
+parser.add_argument("--init", default=None, help="start from: a checkpoint of ours (.pt), a GPT-2 name (gpt2, gpt2-medium, ...), a Hugging Face GPT-2 folder, or 'scratch' (random, with the shape flags below) [default: out/base/model.pt; scratch with --pretrain]")
+parser.add_argument("--tokenizer", default="gpt2-2048", help="with --init scratch: 'gpt2' or 'gpt2-V' (GPT-2's first V-1 merges + <|endoftext|>); otherwise taken from the init")
+parser.add_argument("--n_layer", type=int, default=4, help="with --init scratch: transformer blocks")
+parser.add_argument("--n_head", type=int, default=4, help="with --init scratch: attention heads")
+parser.add_argument("--n_embd", type=int, default=128, help="with --init scratch: width")
+parser.add_argument("--block_size", type=int, default=256, help="with --init scratch: context length in tokens")
+parser.add_argument("--dropout", type=float, default=None, help="residual/attention dropout during training [default: 0.2 as in the paper for SFT; 0 with --pretrain]")
+# optimisation (paper §3.5: 16 epochs, cosine decay, dropout 0.2; scaled to the toy)
+parser.add_argument("--epochs", type=int, default=8, help="passes over the training data")
+parser.add_argument("--max_steps", type=int, default=0, help="stop after this many optimizer steps (0: epochs decide)")
+parser.add_argument("--batch_size", type=int, default=32, help="examples per optimizer step, over all processes")
+parser.add_argument("--micro_batch_size", type=int, default=32, help="examples per forward pass; gradient accumulation makes up the rest")
+parser.add_argument("--lr", type=float, default=1e-3, help="peak learning rate")
+parser.add_argument("--min_lr_ratio", type=float, default=0.1, help="cosine decay ends at lr * this")
+parser.add_argument("--warmup_steps", type=int, default=20, help="linear warm-up steps")
+parser.add_argument("--weight_decay", type=float, default=0.1, help="AdamW weight decay on matrices")
+parser.add_argument("--grad_clip", type=float, default=1.0, help="clip the gradient norm to this (0: off)")
+parser.add_argument("--seed", type=int, default=1337, help="seed of the data order and dropout")
+# evaluation, selection and output
+parser.add_argument("--eval_interval", type=int, default=100, help="validation loss every this many steps (and at each epoch end)")
+parser.add_argument("--log_interval", type=int, default=10, help="a progress line every this many steps")
+parser.add_argument("--select_by", choices=["val_loss", "rm"], default="val_loss", help="which epoch checkpoint becomes model.pt: lowest validation loss, or highest mean reward-model score on validation prompts (paper)")
+parser.add_argument("--rm", default="out/rm/model.pt", help="with --select_by rm: the reward model checkpoint")
+parser.add_argument("--sample_tokens", type=int, default=48, help="response length when sampling for --select_by rm and the labeler report")
+parser.add_argument("--out_dir", default=None, help="writes last.pt (resume), step<N>.pt at each epoch end, model.pt (the selected one), log.jsonl [default: out/sft; out/base with --pretrain]")
+parser.add_argument("--resume", action="store_true", help="continue from out_dir/last.pt: weights, optimizer, step, data order and RNG")
+# system
+parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (auto: cuda if available)")
+parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"], help="autocast precision (auto: bf16 on GPUs that have it, else fp16 with a grad scaler; fp32 on CPU)")
+parser.add_argument("--compile", action="store_true", help="torch.compile the model")
+
+# -----------------------------------------------------------------------------
+# the maths: pure functions, tested against hand-computed values in tests/test_sft.py
+
+def masked_lm_loss(logits, targets, n_tokens):
+    """Next-token cross-entropy summed over target tokens, divided by the tokens of the whole global
+    batch, so accumulated micro-batches and DDP ranks add up to the per-token mean:
+    L = −(1/N) Σ_t log p(y_t | y_<t, x) over response tokens t."""
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    mask = targets >= 0
+    nll = -logp.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    return (nll * mask).sum() / n_tokens
+
+
+def collate(batch, eot, device):
+    """Right-padded inputs and targets (-1 = no loss): right padding is invisible to causal attention."""
+    T = max(len(ids) for ids, _ in batch) - 1
+    x = torch.full((len(batch), T), eot, dtype=torch.long)
+    y = torch.full((len(batch), T), -1, dtype=torch.long)
+    for i, (ids, n_prompt) in enumerate(batch):
+        ids = torch.tensor(ids)
+        x[i, :len(ids) - 1] = ids[:-1]
+        y[i, :len(ids) - 1] = ids[1:]
+        y[i, :max(n_prompt - 1, 0)] = -1  # prompt tokens are context, not targets
+    return x.to(device), y.to(device)
+
+
+def cosine_lr(step, lr, warmup_steps, max_steps, min_lr_ratio):
+    """Linear warm-up, then cosine decay to lr * min_lr_ratio (paper §3.5: cosine learning-rate decay)."""
+    if step < warmup_steps:
+        return lr * (step + 1) / warmup_steps
+    progress = min(1.0, (step - warmup_steps) / max(1, max_steps - warmup_steps))
+    return lr * (min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+# -----------------------------------------------------------------------------
+# the run
+
+def main(argv=None):
+    args = parser.parse_args(argv)
+    args.init = args.init or ("scratch" if args.pretrain else "out/base/model.pt")
+    args.out_dir = args.out_dir or ("out/base" if args.pretrain else "out/sft")
+    args.dropout = args.dropout if args.dropout is not None else (0.0 if args.pretrain else 0.2)
+    if args.pretrain and args.select_by == "rm":
+        parser.error("--select_by rm is for SFT; pretraining selects by validation loss")
+
+    ddp, rank, world_size, device, ctx, scaler = compute_init(args.device, args.dtype)
+    master = rank == 0
+    print0 = lambda *a, **k: print(*a, **k, flush=True) if master else None
+    device_type = "cuda" if device.startswith("cuda") else "cpu"
+    torch.manual_seed(args.seed)
+    examples_per_rank = args.batch_size // world_size
+    assert args.batch_size % world_size == 0, f"--batch_size {args.batch_size} must be a multiple of the {world_size} processes"
+    assert examples_per_rank % args.micro_batch_size == 0 or args.micro_batch_size >= examples_per_rank, \
+        f"--batch_size/processes = {examples_per_rank} must be a multiple of --micro_batch_size {args.micro_batch_size}"
+    micro = min(args.micro_batch_size, examples_per_rank)
+    grad_accum = examples_per_rank // micro
+
+    # -------------------------------------------------------------------------
+    # model
+    if args.resume:
+        last = load_checkpoint(os.path.join(args.out_dir, "last.pt"))
+        model, tokenizer = model_from_checkpoint(last, device, args.dropout), last["tokenizer"]
+    elif args.init == "scratch":
+        tokenizer = args.tokenizer
+        config = GPTConfig(block_size=args.block_size, vocab_size=get_tokenizer(tokenizer).n_vocab, n_layer=args.n_layer,
+                           n_head=args.n_head, n_embd=args.n_embd, dropout=args.dropout)
+        model = GPT(config).to(device)
+    elif args.init.endswith(".pt"):
+        init = load_checkpoint(args.init)  # a missing file stops here, naming it
+        if init["model_config"].get("head") != "lm":
+            raise SystemExit(f"error: {args.init} is a reward/value checkpoint; SFT starts from a language model")
+        model, tokenizer = model_from_checkpoint(init, device, args.dropout), init["tokenizer"]
+    else:  # a GPT-2 name or a Hugging Face folder
+        model, tokenizer = from_pretrained(args.init, dropout=args.dropout).to(device), "gpt2"
+    enc = get_tokenizer(tokenizer)
+    eot, block_size = enc.eot_token, model.config.block_size
+    print0(f"model: {model.num_params() / 1e6:.2f}M parameters, {model.config.n_layer} layers, context {block_size}, tokenizer {tokenizer}")
+
+    # -------------------------------------------------------------------------
+    # data: each example is (token ids, n_prompt); the loss covers predictions of ids[n_prompt:]
+    mode = "corpus" if args.pretrain else "sft"
+    train_path = args.train or os.path.join(args.world, "corpus_train.txt" if args.pretrain else "sft_train.jsonl")
+    val_path = args.val or os.path.join(args.world, "corpus_val.txt" if args.pretrain else "sft_val.jsonl")
+
+
+    def load_examples(path):
+        if args.pretrain:  # documents joined by <|endoftext|> and cut into context-sized chunks
+            stream = []
+            for doc in read_documents(path):
+                stream += enc.encode_ordinary(doc) + [eot]
+            return [(stream[i:i + block_size + 1], 0) for i in range(0, len(stream) - block_size, block_size)], []
+        examples, too_long = [], []
+        for r in read_jsonl(path, ["prompt", "response"]):
+            if not r["response"].strip():
+                raise SystemExit(f"error: {r['_where']}: empty response (a demonstration must say something)")
+            prompt = enc.encode_ordinary(r["prompt"])
+            ids = prompt + enc.encode_ordinary(r["response"]) + [eot]  # <|endoftext|> closes every response and is trained
+            if len(ids) > block_size + 1:
+                too_long.append(r["_where"])
+            else:
+                examples.append((ids, len(prompt)))
+        return examples, too_long
+
+
+    train_examples, dropped = load_examples(train_path)
+    val_examples, val_dropped = load_examples(val_path)
+    for name, d, kept in (("training", dropped, train_examples), ("validation", val_dropped, val_examples)):
+        if d:  # dropped, not truncated: a cut response would teach the model never to stop
+            print0(f"warning: dropped {len(d)} {name} demonstrations longer than the {block_size}-token context (first: {d[0]})")
+        if not kept:
+            raise SystemExit(f"error: no {name} examples fit the {block_size}-token context ({train_path if name == 'training' else val_path})")
+    if len(train_examples) < args.batch_size:
+        raise SystemExit(f"error: {len(train_examples)} training examples is fewer than --batch_size {args.batch_size}")
+    steps_per_epoch = len(train_examples) // args.batch_size
+    max_steps = args.max_steps or args.epochs * steps_per_epoch
+    print0(f"data: {len(train_examples)} train / {len(val_examples)} val {mode} examples from {train_path}; "
+           f"{steps_per_epoch} steps/epoch, {max_steps} steps, grad accumulation {grad_accum}")
+
+
+    def step_batch(step):
+        """The global batch of an optimizer step: a fixed function of (seed, epoch, step), which makes resume exact."""
+        epoch, i = divmod(step, steps_per_epoch)
+        order = torch.randperm(len(train_examples), generator=torch.Generator().manual_seed(args.seed + epoch))
+        return [train_examples[j] for j in order[i * args.batch_size:(i + 1) * args.batch_size].tolist()]
+
+
+    @torch.no_grad()
+    def evaluate_loss(examples):
+        model.eval()
+        totals = torch.zeros(2, device=device)  # summed loss, tokens
+        for i in range(rank * micro, len(examples), micro * world_size):
+            x, y = collate(examples[i:i + micro], eot, device)
+            with ctx:
+                logits = model(x)
+            totals += torch.stack([masked_lm_loss(logits, y, 1.0), (y >= 0).sum().float()])
+        if ddp:
+            dist.all_reduce(totals)
+        model.train()
+        return (totals[0] / totals[1]).item()
+
+
+    # -------------------------------------------------------------------------
+    # optimizer, resume
+    optimizer = model.configure_optimizer(args.weight_decay, args.lr, device_type=device_type)
+    step, history = 0, []  # history: (epoch, val loss) per epoch checkpoint
+    if args.resume:
+        optimizer.load_state_dict(last["optimizer"])
+        step, history = last["step"], last["history"]
+        torch.set_rng_state(last["rng"])
+        if device_type == "cuda" and last.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(last["cuda_rng"])
+        print0(f"resumed from {args.out_dir}/last.pt at step {step}")
+        del last
+    raw_model = model
+    if args.compile:
+        model = torch.compile(model)
+    if ddp:
+        model = DDP(model, device_ids=[torch.device(device).index] if device_type == "cuda" else None)
+    log_file = None
+    if master:
+        os.makedirs(args.out_dir, exist_ok=True)
+        log_file = open(os.path.join(args.out_dir, "log.jsonl"), "a")
+
+
+    def log(record):
+        print0(" | ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in record.items()))
+        if log_file:
+            log_file.write(json.dumps(record) + "\n")
+            log_file.flush()
+
+
+    def checkpoint(name, optimizer=None, **extra):
+        if master:
+            save_checkpoint(os.path.join(args.out_dir, name), raw_model, optimizer, tokenizer=tokenizer, step=step, args=vars(args), **extra)
+
+
+    if step == 0:
+        base_val_loss = evaluate_loss(val_examples)
+        log({"step": 0, "val_loss": base_val_loss})
+    else:
+        base_val_loss = None
+
+    # -------------------------------------------------------------------------
+    # training loop
+    model.train()
+    peak = peak_flops(device)
+    t0, tokens_seen = time.time(), 0
+    while step < max_steps:
+        for group in optimizer.param_groups:
+            group["lr"] = cosine_lr(step, args.lr, args.warmup_steps, max_steps, args.min_lr_ratio)
+        batch = step_batch(step)
+        n_tokens = sum(len(ids) - max(n_prompt, 1) for ids, n_prompt in batch)  # loss tokens in the global batch
+        mine = batch[rank::world_size]
+        loss_sum = 0.0
+        for k in range(grad_accum):
+            x, y = collate(mine[k * micro:(k + 1) * micro], eot, device)
+            if ddp:
+                model.require_backward_grad_sync = k == grad_accum - 1
+            with ctx:
+                logits = model(x)
+                # DDP averages gradients over ranks; scaling by world_size turns that average back into the global sum / n_tokens
+                loss = masked_lm_loss(logits, y, n_tokens) * world_size
+            (scaler.scale(loss) if scaler else loss).backward()
+            loss_sum += loss.item() / world_size
+            tokens_seen += x.numel()
+        if not math.isfinite(loss_sum):
+            raise SystemExit(f"error: loss is {loss_sum} at step {step}: lower --lr or check the data; "
+                             f"{args.out_dir}/last.pt still holds the last good state (--resume)")
+        if scaler:
+            scaler.unscale_(optimizer)
+        if args.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
+        if scaler:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+        if ddp:  # the logged loss is the global batch's
+            t = torch.tensor(loss_sum, device=device)
+            dist.all_reduce(t)
+            loss_sum = t.item()
+        if step % args.log_interval == 0 or step == max_steps:
+            dt = time.time() - t0
+            record = {"step": step, "loss": loss_sum, "lr": cosine_lr(step - 1, args.lr, args.warmup_steps, max_steps, args.min_lr_ratio), "tok/s": round(tokens_seen * world_size / dt)}
+            if peak:
+                record["mfu"] = raw_model.flops_per_token() * tokens_seen / dt / peak
+            log(record)
+            t0, tokens_seen = time.time(), 0
+        epoch_end = step % steps_per_epoch == 0
+        if step % args.eval_interval == 0 or epoch_end or step == max_steps:
+            val_loss = evaluate_loss(val_examples)
+            log({"step": step, "epoch": round(step / steps_per_epoch, 2), "val_loss": val_loss})
+            if epoch_end or step == max_steps:
+                history.append((step, val_loss))
+                checkpoint(f"step{step}.pt")
+            checkpoint("last.pt", optimizer=optimizer, history=history, rng=torch.get_rng_state(),
+                       cuda_rng=torch.cuda.get_rng_state() if device_type == "cuda" else None)
+
+    # -------------------------------------------------------------------------
+    # selection: the paper picks the SFT model by RM score on validation prompts, not by validation loss
+    if master:
+        if args.select_by == "rm":
+            from model import rewards_at_last_token, left_pad
+            rm_ckpt = load_checkpoint(args.rm)
+            if rm_ckpt["model_config"].get("head") != "scalar":
+                raise SystemExit(f"error: {args.rm} is not a reward model checkpoint (it has an LM head)")
+            rm = model_from_checkpoint(rm_ckpt, device).eval()
+            prompts = [r["prompt"] for r in read_jsonl(val_path, ["prompt"])][:256]
+            scores = []
+            for s, _ in history:
+                policy = model_from_checkpoint(load_checkpoint(os.path.join(args.out_dir, f"step{s}.pt")), device).eval()
+                responses = sample_texts(policy, enc, prompts, args.sample_tokens, generator=torch.Generator(device).manual_seed(0), ctx=ctx)
+                with torch.no_grad(), ctx:
+                    ids = [enc.encode_ordinary(p) + enc.encode_ordinary(r) + ([eot] if e else []) for p, (r, e) in zip(prompts, responses)]
+                    rewards = torch.cat([rewards_at_last_token(rm, *left_pad(ids[i:i + 64], eot, device)) for i in range(0, len(ids), 64)])
+                scores.append(rewards.mean().item())
+                print0(f"checkpoint step{s}.pt: mean RM score {scores[-1]:.3f} on {len(prompts)} validation prompts")
+            best = max(range(len(history)), key=lambda i: scores[i])
+        else:
+            best = min(range(len(history)), key=lambda i: history[i][1])
+        best_step, best_val = history[best]
+        selected = load_checkpoint(os.path.join(args.out_dir, f"step{best_step}.pt"))
+        save_checkpoint(os.path.join(args.out_dir, "model.pt"), model_from_checkpoint(selected), tokenizer=tokenizer,
+                        step=best_step, args=vars(args), val_loss=best_val)
+        print0(f"selected step{best_step}.pt by {args.select_by} -> {args.out_dir}/model.pt | val_loss {best_val:.4f}"
+               + (f" (before training: {base_val_loss:.4f})" if base_val_loss is not None else ""))
+
+    if ddp:
+        dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,159 @@
+"""
+sft.py: the masked loss by hand, exact resume, DDP = one process, one-line errors.
+
+    python -m pytest tests/test_sft.py -q
+"""
+import json
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+ROOT = os.path.join(os.path.dirname(__file__), "..")
+sys.path.insert(0, ROOT)
+import sft  # noqa: E402
+from model import load_checkpoint  # noqa: E402
+
+TINY = ["--init", "scratch", "--n_layer", "1", "--n_head", "2", "--n_embd", "16", "--block_size", "96",
+        "--tokenizer", "gpt2-300", "--warmup_steps", "2", "--log_interval", "1", "--device", "cpu"]
+
+
+def write_demos(path, n, seed=0, long_every=0):
+    names = ["Mira", "Bob", "Ana", "Tom", "Lia", "Oakton", "Hill"]
+    with open(path, "w") as f:
+        for i in range(n):
+            a, b = names[(i + seed) % 7], names[(3 * i + seed) % 7]
+            prompt = f"Instruction: Write {a} and {b} in capitals.\nResponse:"
+            if long_every and i % long_every == 0:
+                prompt = "Instruction: " + "very " * 60 + "long.\nResponse:"
+            f.write(json.dumps({"prompt": prompt, "response": f" {a.upper()} {b.upper()}"}) + "\n")
+    return str(path)
+
+
+@pytest.fixture
+def demos(tmp_path):
+    return write_demos(tmp_path / "train.jsonl", 48), write_demos(tmp_path / "val.jsonl", 8, seed=3)
+
+
+# --- 2. the masked loss, by hand -------------------------------------------------------------
+
+def test_masked_loss_by_hand():
+    # vocabulary {0, 1, 2}, eot = 2. Example A: prompt [0, 1], response [1], eot. Example B: prompt [1], response [0], eot.
+    x, y = sft.collate([([0, 1, 1, 2], 2), ([1, 0, 2], 1)], eot=2, device="cpu")
+    assert x.tolist() == [[0, 1, 1], [1, 0, 2]]
+    assert y.tolist() == [[-1, 1, 2], [0, 2, -1]]  # A's prompt token 1 is context; B is padded after its eot
+    ln2, ln3 = math.log(2), math.log(3)
+    logits = torch.tensor([[[0, ln2, 0]] * 3,  # softmax = (1/4, 2/4, 1/4) at every position of A
+                           [[0, ln2, 0], [ln3, 0, 0], [5.0, -1.0, 2.0]]], requires_grad=True)  # B: (1/4, 2/4, 1/4), (3/5, 1/5, 1/5), padding
+    # targets: A -> token 1 (p 2/4), eot (p 1/4); B -> token 0 (p 1/4), eot (p 1/5)
+    # loss = [ln(4/2) + ln 4 + ln 4 + ln 5] / 4 = ln(2·4·4·5) / 4 = ln(160) / 4
+    loss = sft.masked_lm_loss(logits, y, n_tokens=4)
+    assert abs(loss.item() - math.log(160) / 4) < 1e-6
+    loss.backward()
+    assert logits.grad[0, 0].abs().sum() == 0, "the prediction of a prompt token gets no gradient"
+    assert logits.grad[1, 2].abs().sum() == 0, "padding gets no gradient"
+    assert logits.grad[0, 1].abs().sum() > 0 and logits.grad[1, 0].abs().sum() > 0
+
+
+def test_cosine_lr():
+    assert sft.cosine_lr(0, 1.0, 4, 104, 0.1) == 0.25  # warm-up: (0 + 1) / 4
+    assert sft.cosine_lr(4, 1.0, 4, 104, 0.1) == 1.0  # the peak, cos(0) = 1
+    assert abs(sft.cosine_lr(54, 1.0, 4, 104, 0.1) - (0.1 + 0.9 * 0.5)) < 1e-12  # half way: cos(π/2) = 0
+    assert abs(sft.cosine_lr(104, 1.0, 4, 104, 0.1) - 0.1) < 1e-12
+
+
+# --- 3. resume ---------------------------------------------------------------------------------
+
+def weights(path):
+    return load_checkpoint(path)["model"]
+
+
+def test_resume_equals_uninterrupted(tmp_path, demos, monkeypatch):
+    train, val = demos
+    common = TINY + ["--train", train, "--val", val, "--batch_size", "16", "--micro_batch_size", "8",
+                     "--epochs", "2", "--eval_interval", "2", "--dropout", "0.2"]  # dropout: the RNG state must resume too
+    sft.main(common + ["--out_dir", str(tmp_path / "a")])
+
+    real = sft.cosine_lr
+
+    def killed_at_step_4(step, *a):
+        if step == 4:
+            raise KeyboardInterrupt
+        return real(step, *a)
+    monkeypatch.setattr(sft, "cosine_lr", killed_at_step_4)
+    with pytest.raises(KeyboardInterrupt):
+        sft.main(common + ["--out_dir", str(tmp_path / "b")])
+    monkeypatch.undo()
+    assert load_checkpoint(str(tmp_path / "b" / "last.pt"))["step"] == 4
+    sft.main(common + ["--out_dir", str(tmp_path / "b"), "--resume"])
+
+    a, b = weights(str(tmp_path / "a" / "last.pt")), weights(str(tmp_path / "b" / "last.pt"))
+    assert load_checkpoint(str(tmp_path / "b" / "last.pt"))["step"] == 6
+    assert max((a[k] - b[k]).abs().max().item() for k in a) <= 1e-6
+
+
+# --- 4. DDP ------------------------------------------------------------------------------------
+
+def losses(out_dir):
+    with open(os.path.join(out_dir, "log.jsonl")) as f:
+        return [r["loss"] for r in map(json.loads, f) if "loss" in r]
+
+
+def test_torchrun_two_processes_equal_one(tmp_path, demos):
+    train, val = demos
+    common = TINY + ["--train", train, "--val", val, "--batch_size", "8", "--micro_batch_size", "4", "--max_steps", "4",
+                     "--eval_interval", "100", "--dropout", "0"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run([sys.executable, "sft.py", *common, "--out_dir", str(tmp_path / "one")], cwd=ROOT, check=True, env=env, capture_output=True)
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "sft.py", *common,
+                        "--out_dir", str(tmp_path / "two")], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    one, two = losses(tmp_path / "one"), losses(tmp_path / "two")
+    assert len(one) == len(two) == 4
+    assert max(abs(a - b) for a, b in zip(one, two)) <= 1e-5
+    a, b = weights(str(tmp_path / "one" / "last.pt")), weights(str(tmp_path / "two" / "last.pt"))
+    assert max((a[k] - b[k]).abs().max().item() for k in a) <= 1e-5
+
+
+# --- 5. bad input: one-line errors ---------------------------------------------------------------
+
+def one_line_error(argv):
+    with pytest.raises(SystemExit) as e:
+        sft.main(argv)
+    message = str(e.value)
+    assert message.startswith("error: ") and "\n" not in message
+    return message
+
+
+def test_errors(tmp_path, demos, capsys):
+    train, val = demos
+    base = TINY + ["--val", val, "--out_dir", str(tmp_path / "o"), "--max_steps", "1"]
+    assert "nope.jsonl not found" in one_line_error(base + ["--train", str(tmp_path / "nope.jsonl")])
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "a", "response": "b"}\n{"prompt": "a", "response": \n')
+    assert f"{bad}:2: not valid JSON" in one_line_error(base + ["--train", str(bad)])
+    bad.write_text('{"prompt": "a", "response": "b"}\n{"prompt": "a"}\n')
+    assert f"{bad}:2: missing string field 'response'" in one_line_error(base + ["--train", str(bad)])
+    bad.write_text('{"prompt": "a", "response": "   "}\n')
+    assert f"{bad}:1: empty response" in one_line_error(base + ["--train", str(bad)])
+
+    missing = str(tmp_path / "base" / "model.pt")
+    assert f"checkpoint {missing} not found" in one_line_error(base + ["--train", train, "--init", missing])
+    assert "not found" in one_line_error(TINY[2:] + ["--train", train, "--val", val, "--resume", "--out_dir", str(tmp_path / "none")])
+
+    # demonstrations longer than the context are dropped, counted, and named: a truncated one would never stop
+    long = write_demos(tmp_path / "long.jsonl", 48, long_every=4)
+    sft.main(base + ["--train", long, "--batch_size", "8", "--micro_batch_size", "8"])
+    out = capsys.readouterr().out
+    assert f"warning: dropped 12 training demonstrations longer than the 96-token context (first: {long}:1)" in out
+
+
+def test_help_lists_every_flag():
+    r = subprocess.run([sys.executable, "sft.py", "--help"], cwd=ROOT, capture_output=True, text=True, check=True)
+    for action in sft.parser._actions:
+        assert action.help, f"{action.dest} has no help"
+        assert action.option_strings[0] in r.stdout

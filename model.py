@@ -314,7 +314,13 @@ def generate(model, prompts, max_new_tokens, eot, temperature=1.0, top_k=None, t
         if temperature == 0:
             token = logits.argmax(-1)
         else:
-            token = torch.multinomial(logp.exp(), 1, generator=generator).squeeze(-1)
+            # inverse CDF, one uniform per row: torch.multinomial draws an exponential per vocabulary entry,
+            # most of a small model's decode step on CPU (bench/generate.py). float64 keeps tiny probabilities.
+            cdf = logp.double().exp().cumsum(-1)  # (B, V)
+            total = cdf[:, -1:]
+            u = torch.rand(total.shape, dtype=cdf.dtype, device=device, generator=generator) * total
+            u = torch.minimum(u, total.nextafter(torch.zeros_like(total)))  # u < total: the index stays in range
+            token = torch.searchsorted(cdf, u, right=True).squeeze(-1)  # first cdf > u: never a zero-probability token
         token = torch.where(alive, token, eot)
         out[:, t], logprobs[:, t] = token, logp.gather(-1, token[:, None]).squeeze(-1) * alive
         response_mask[:, t] = alive
@@ -558,3 +564,56 @@ def sample_texts(model, enc, prompts, max_new_tokens, temperature=1.0, batch_siz
             ended = n > 0 and row[n - 1] == enc.eot_token
             out.append((enc.decode(row[:n - 1] if ended else row[:n]), ended))
     return out
+
+
+def cosine_lr(step, lr, warmup_steps, max_steps, min_lr_ratio):
+    """Linear warm-up, then cosine decay to lr * min_lr_ratio (paper §3.5: cosine learning-rate decay)."""
+    if step < warmup_steps:
+        return lr * (step + 1) / warmup_steps
+    progress = min(1.0, (step - warmup_steps) / max(1, max_steps - warmup_steps))
+    return lr * (min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def optimizer_step(model, optimizer, scaler=None, grad_clip=0.0):
+    """Unscale (fp16), clip the gradient norm, step, zero the gradients."""
+    if scaler:
+        scaler.unscale_(optimizer)
+    if grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    if scaler:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
+def check_finite(value, step, out_dir):
+    """A NaN or inf loss stops the run before it reaches a checkpoint."""
+    if not math.isfinite(value):
+        raise SystemExit(f"error: loss is {value} at step {step}: lower the learning rate or check the data; "
+                         f"{out_dir}/last.pt still holds the last good state (--resume continues from it)")
+
+
+def rng_state():
+    return {"cpu": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state() if torch.cuda.is_initialized() else None}
+
+
+def set_rng_state(state):
+    torch.set_rng_state(state["cpu"])
+    if state.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
+
+
+def run_log(out_dir, master):
+    """log(record): one progress line on the master ("step 42 | loss 2.31 | ...") and the same record in out_dir/log.jsonl."""
+    if not master:
+        return lambda record: None
+    os.makedirs(out_dir, exist_ok=True)
+    f = open(os.path.join(out_dir, "log.jsonl"), "a")
+
+    def log(record):
+        print(" | ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in record.items()), flush=True)
+        f.write(json.dumps(record) + "\n")
+        f.flush()
+    return log

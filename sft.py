@@ -10,8 +10,6 @@ loop, unmasked, pretrains the default world's base model on its corpus: one code
     python sft.py --resume                          # continue an interrupted run exactly
 """
 import argparse
-import json
-import math
 import os
 import time
 
@@ -19,8 +17,9 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from model import (GPT, GPTConfig, compute_init, from_pretrained, get_tokenizer, load_checkpoint, model_from_checkpoint,
-                   peak_flops, read_documents, read_jsonl, save_checkpoint, sample_texts)
+from model import (GPT, GPTConfig, check_finite, compute_init, cosine_lr, from_pretrained, get_tokenizer, left_pad, load_checkpoint,
+                   model_from_checkpoint, optimizer_step, peak_flops, read_documents, read_jsonl, rewards_at_last_token,
+                   rng_state, run_log, sample_texts, save_checkpoint, set_rng_state)
 
 # -----------------------------------------------------------------------------
 parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -87,14 +86,6 @@ def collate(batch, eot, device):
     return x.to(device), y.to(device)
 
 
-def cosine_lr(step, lr, warmup_steps, max_steps, min_lr_ratio):
-    """Linear warm-up, then cosine decay to lr * min_lr_ratio (paper §3.5: cosine learning-rate decay)."""
-    if step < warmup_steps:
-        return lr * (step + 1) / warmup_steps
-    progress = min(1.0, (step - warmup_steps) / max(1, max_steps - warmup_steps))
-    return lr * (min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
-
-
 # -----------------------------------------------------------------------------
 # the run
 
@@ -145,7 +136,6 @@ def main(argv=None):
     train_path = args.train or os.path.join(args.world, "corpus_train.txt" if args.pretrain else "sft_train.jsonl")
     val_path = args.val or os.path.join(args.world, "corpus_val.txt" if args.pretrain else "sft_val.jsonl")
 
-
     def load_examples(path):
         if args.pretrain:  # documents joined by <|endoftext|> and cut into context-sized chunks
             stream = []
@@ -164,7 +154,6 @@ def main(argv=None):
                 examples.append((ids, len(prompt)))
         return examples, too_long
 
-
     train_examples, dropped = load_examples(train_path)
     val_examples, val_dropped = load_examples(val_path)
     for name, d, kept in (("training", dropped, train_examples), ("validation", val_dropped, val_examples)):
@@ -179,13 +168,11 @@ def main(argv=None):
     print0(f"data: {len(train_examples)} train / {len(val_examples)} val {mode} examples from {train_path}; "
            f"{steps_per_epoch} steps/epoch, {max_steps} steps, grad accumulation {grad_accum}")
 
-
     def step_batch(step):
         """The global batch of an optimizer step: a fixed function of (seed, epoch, step), which makes resume exact."""
         epoch, i = divmod(step, steps_per_epoch)
         order = torch.randperm(len(train_examples), generator=torch.Generator().manual_seed(args.seed + epoch))
         return [train_examples[j] for j in order[i * args.batch_size:(i + 1) * args.batch_size].tolist()]
-
 
     @torch.no_grad()
     def evaluate_loss(examples):
@@ -201,7 +188,6 @@ def main(argv=None):
         model.train()
         return (totals[0] / totals[1]).item()
 
-
     # -------------------------------------------------------------------------
     # optimizer, resume
     optimizer = model.configure_optimizer(args.weight_decay, args.lr, device_type=device_type)
@@ -209,9 +195,7 @@ def main(argv=None):
     if args.resume:
         optimizer.load_state_dict(last["optimizer"])
         step, history = last["step"], last["history"]
-        torch.set_rng_state(last["rng"])
-        if device_type == "cuda" and last.get("cuda_rng") is not None:
-            torch.cuda.set_rng_state(last["cuda_rng"])
+        set_rng_state(last["rng"])
         print0(f"resumed from {args.out_dir}/last.pt at step {step}")
         del last
     raw_model = model
@@ -219,23 +203,11 @@ def main(argv=None):
         model = torch.compile(model)
     if ddp:
         model = DDP(model, device_ids=[torch.device(device).index] if device_type == "cuda" else None)
-    log_file = None
-    if master:
-        os.makedirs(args.out_dir, exist_ok=True)
-        log_file = open(os.path.join(args.out_dir, "log.jsonl"), "a")
-
-
-    def log(record):
-        print0(" | ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in record.items()))
-        if log_file:
-            log_file.write(json.dumps(record) + "\n")
-            log_file.flush()
-
+    log = run_log(args.out_dir, master)
 
     def checkpoint(name, optimizer=None, **extra):
         if master:
             save_checkpoint(os.path.join(args.out_dir, name), raw_model, optimizer, tokenizer=tokenizer, step=step, args=vars(args), **extra)
-
 
     if step == 0:
         base_val_loss = evaluate_loss(val_examples)
@@ -266,19 +238,8 @@ def main(argv=None):
             (scaler.scale(loss) if scaler else loss).backward()
             loss_sum += loss.item() / world_size
             tokens_seen += x.numel()
-        if not math.isfinite(loss_sum):
-            raise SystemExit(f"error: loss is {loss_sum} at step {step}: lower --lr or check the data; "
-                             f"{args.out_dir}/last.pt still holds the last good state (--resume)")
-        if scaler:
-            scaler.unscale_(optimizer)
-        if args.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
-        if scaler:
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        check_finite(loss_sum, step, args.out_dir)
+        optimizer_step(model, optimizer, scaler, args.grad_clip)
         step += 1
         if ddp:  # the logged loss is the global batch's
             t = torch.tensor(loss_sum, device=device)
@@ -298,14 +259,12 @@ def main(argv=None):
             if epoch_end or step == max_steps:
                 history.append((step, val_loss))
                 checkpoint(f"step{step}.pt")
-            checkpoint("last.pt", optimizer=optimizer, history=history, rng=torch.get_rng_state(),
-                       cuda_rng=torch.cuda.get_rng_state() if device_type == "cuda" else None)
+            checkpoint("last.pt", optimizer=optimizer, history=history, rng=rng_state())
 
     # -------------------------------------------------------------------------
     # selection: the paper picks the SFT model by RM score on validation prompts, not by validation loss
     if master:
         if args.select_by == "rm":
-            from model import rewards_at_last_token, left_pad
             rm_ckpt = load_checkpoint(args.rm)
             if rm_ckpt["model_config"].get("head") != "scalar":
                 raise SystemExit(f"error: {args.rm} is not a reward model checkpoint (it has an LM head)")

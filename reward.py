@@ -1,0 +1,290 @@
+"""
+Step 2 of InstructGPT (paper §3.5, "Reward modeling"): the SFT model with its unembedding removed
+and a scalar head, trained on labelers' rankings of K completions per prompt with the K-wise loss
+of equation (1), then shifted so the labelers' demonstrations score 0 on average.
+
+    python reward.py                                 # the default world: out/sft/model.pt -> out/rm/model.pt
+    python reward.py --flat_pairs --out_dir out/rm-flat   # the ablation: C(K,2) pairs shuffled as separate examples
+    python reward.py --train my_rankings.jsonl --val my_val.jsonl --demos my_demos.jsonl
+    torchrun --standalone --nproc_per_node=8 reward.py ...
+"""
+import argparse
+import os
+import time
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from model import (check_finite, compute_init, cosine_lr, get_tokenizer, left_pad, load_checkpoint, model_from_checkpoint, optimizer_step,
+                   read_jsonl, rewards_at_last_token, rng_state, run_log, save_checkpoint, scalar_head_model, set_rng_state)
+
+# -----------------------------------------------------------------------------
+parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+# data
+parser.add_argument("--world", default="data/world", help="folder of the generated default world (python data/world.py; rankings by python data/collect.py)")
+parser.add_argument("--train", default=None, help="rankings JSONL {prompt, completions: [best, ..., worst]} or {prompt, chosen, rejected} [default: <world>/rm_train.jsonl]")
+parser.add_argument("--val", default=None, help="validation rankings by the training labelers [default: <world>/rm_val.jsonl]")
+parser.add_argument("--val_heldout", default=None, help="the same validation prompts ranked by held-out labelers ('' to skip) [default: <world>/rm_val_heldout.jsonl]")
+parser.add_argument("--demos", default=None, help="demonstrations JSONL {prompt, response}: the RM is shifted so they score 0 on average [default: <world>/sft_train.jsonl]")
+parser.add_argument("--flat_pairs", action="store_true", help="ablation: split every ranking into its C(K,2) pairs and shuffle them as separate examples (the paper found this overfits)")
+# model
+parser.add_argument("--sft", default="out/sft/model.pt", help="the SFT checkpoint the RM starts from (its unembedding is replaced by a scalar head)")
+parser.add_argument("--dropout", type=float, default=0.0, help="dropout while training the RM")
+# optimisation (paper: one epoch; more overfits)
+parser.add_argument("--epochs", type=int, default=1, help="passes over the training rankings")
+parser.add_argument("--max_steps", type=int, default=0, help="stop after this many optimizer steps (0: epochs decide)")
+parser.add_argument("--batch_size", type=int, default=16, help="rankings (prompts) per optimizer step over all processes; each holds all its C(K,2) comparisons")
+parser.add_argument("--micro_batch_size", type=int, default=16, help="rankings per forward pass; gradient accumulation makes up the rest")
+parser.add_argument("--lr", type=float, default=3e-4, help="peak learning rate (cosine decay to 10%% after warm-up)")
+parser.add_argument("--warmup_steps", type=int, default=10, help="linear warm-up steps")
+parser.add_argument("--weight_decay", type=float, default=0.0, help="AdamW weight decay on matrices")
+parser.add_argument("--grad_clip", type=float, default=1.0, help="clip the gradient norm to this (0: off)")
+parser.add_argument("--seed", type=int, default=1337, help="seed of the data order")
+# evaluation and output
+parser.add_argument("--eval_interval", type=int, default=50, help="validation loss and accuracy every this many steps")
+parser.add_argument("--log_interval", type=int, default=10, help="a progress line every this many steps")
+parser.add_argument("--out_dir", default="out/rm", help="writes last.pt (resume), model.pt (the normalised RM), log.jsonl")
+parser.add_argument("--resume", action="store_true", help="continue from out_dir/last.pt: weights, optimizer, step and RNG")
+# system
+parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (auto: cuda if available)")
+parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"], help="autocast precision (auto: bf16 on GPUs that have it, else fp16 with a grad scaler; fp32 on CPU)")
+parser.add_argument("--compile", action="store_true", help="torch.compile the model")
+
+# -----------------------------------------------------------------------------
+# the maths: pure functions, tested against hand-computed values in tests/test_reward.py
+
+
+def ranking_loss(rewards, k):
+    """Equation (1): loss(θ) = −1/C(K,2) · Σ_{(y_w, y_l)} log σ(r_θ(x, y_w) − r_θ(x, y_l)).
+    rewards (B, Kmax): r_θ(x, y_i) with each row's completions ranked best first, padded past its k (B,)
+    completions. All C(K,2) comparisons of a prompt form ONE batch element; the batch loss is the
+    mean over prompts. Returns (loss, pairwise accuracy as (correct pairs, pairs))."""
+    i = torch.arange(rewards.size(1), device=rewards.device)
+    pairs = (i[:, None] < i[None, :]) & (i[None, None, :] < k[:, None, None])  # (B, Kmax, Kmax): winner i ranked above loser j, both real
+    diff = rewards[:, :, None] - rewards[:, None, :]  # r(x, y_w) − r(x, y_l)
+    nll = torch.where(pairs, F.softplus(-diff), 0.0)  # −log σ(d) = softplus(−d); padding never enters
+    per_prompt = nll.sum((1, 2)) / pairs.sum((1, 2))  # 1/C(K,2) Σ over the prompt's pairs
+    correct = ((diff > 0) & pairs).sum()
+    return per_prompt.mean(), (correct, pairs.sum())
+
+
+def normalizing_shift(demo_rewards):
+    """The RM loss is invariant to a constant shift: choose it so the demonstrations score 0 on average."""
+    return -demo_rewards.mean()
+
+
+# -----------------------------------------------------------------------------
+# data
+
+
+def load_rankings(path, enc, block_size, flat_pairs=False):
+    """Rankings as token lists: [(prompt+completion+eot for each completion, best first)]."""
+    rankings, too_long = [], []
+    for r in read_jsonl(path, ["prompt"]):
+        where = r["_where"]
+        if "completions" in r:
+            completions = r["completions"]
+        elif "chosen" in r and "rejected" in r:
+            completions = [r["chosen"], r["rejected"]]
+        else:
+            raise SystemExit(f"error: {where}: needs 'completions' (a list, best first) or 'chosen' and 'rejected'")
+        if not isinstance(completions, list) or not all(isinstance(c, str) for c in completions):
+            raise SystemExit(f"error: {where}: 'completions' must be a list of strings")
+        if len(completions) < 2:
+            raise SystemExit(f"error: {where}: a ranking needs K >= 2 completions, got {len(completions)}")
+        if any(not c.strip() for c in completions):
+            raise SystemExit(f"error: {where}: completion {[not c.strip() for c in completions].index(True) + 1} is empty")
+        if len(set(completions)) < len(completions):
+            raise SystemExit(f"error: {where}: duplicate completions: a ranking of identical texts says nothing")
+        prompt = enc.encode_ordinary(r["prompt"])
+        seqs = [prompt + enc.encode_ordinary(c) + [enc.eot_token] for c in completions]
+        if max(map(len, seqs)) > block_size:
+            too_long.append(where)
+            continue
+        if flat_pairs:  # the ablation: every comparison its own example
+            rankings += [[seqs[a], seqs[b]] for a in range(len(seqs)) for b in range(a + 1, len(seqs))]
+        else:
+            rankings.append(seqs)
+    return rankings, too_long
+
+
+def forward_rankings(model, batch, device):
+    """One forward pass per completion: all completions of the batch in one padded tensor, then
+    the rewards regrouped per prompt into (B, Kmax) with k (B,)."""
+    seqs = [s for ranking in batch for s in ranking]
+    tokens, mask = left_pad(seqs, 0, device)
+    flat = rewards_at_last_token(model, tokens, mask)
+    k = torch.tensor([len(r) for r in batch], device=device)
+    rewards = torch.zeros(len(batch), int(k.max()), device=device)
+    rows = torch.repeat_interleave(torch.arange(len(batch), device=device), k)
+    cols = torch.cat([torch.arange(n, device=device) for n in k.tolist()])
+    return rewards.index_put((rows, cols), flat), k
+
+
+# -----------------------------------------------------------------------------
+# the run
+
+def main(argv=None):
+    args = parser.parse_args(argv)
+    w = lambda name: os.path.join(args.world, name)
+    args.train = args.train or w("rm_train.jsonl")
+    args.val = args.val or w("rm_val.jsonl")
+    args.val_heldout = w("rm_val_heldout.jsonl") if args.val_heldout is None else args.val_heldout
+    args.demos = args.demos or w("sft_train.jsonl")
+
+    ddp, rank, world_size, device, ctx, scaler = compute_init(args.device, args.dtype)
+    master = rank == 0
+    print0 = lambda *a, **k: print(*a, **k, flush=True) if master else None
+    device_type = "cuda" if device.startswith("cuda") else "cpu"
+    torch.manual_seed(args.seed)
+    assert args.batch_size % world_size == 0, f"--batch_size {args.batch_size} must be a multiple of the {world_size} processes"
+    per_rank = args.batch_size // world_size
+    micro = min(args.micro_batch_size, per_rank)
+    assert per_rank % micro == 0, f"--batch_size/processes = {per_rank} must be a multiple of --micro_batch_size {micro}"
+    grad_accum = per_rank // micro
+
+    # model: the SFT model, unembedding removed, a scalar head (or our own last.pt to resume)
+    if args.resume:
+        last = load_checkpoint(os.path.join(args.out_dir, "last.pt"), device)
+        model, tokenizer = model_from_checkpoint(last, device, args.dropout), last["tokenizer"]
+    else:
+        sft = load_checkpoint(args.sft)
+        if sft["model_config"].get("head") != "lm":
+            raise SystemExit(f"error: {args.sft} is already a reward/value model; the RM starts from an SFT (language model) checkpoint")
+        model, tokenizer = scalar_head_model(model_from_checkpoint(sft, device, args.dropout)), sft["tokenizer"]
+        del sft
+    enc = get_tokenizer(tokenizer)
+    block_size = model.config.block_size
+    print0(f"reward model: {model.num_params() / 1e6:.2f}M parameters from {args.sft}, tokenizer {tokenizer}")
+
+    # data
+    train, dropped = load_rankings(args.train, enc, block_size, args.flat_pairs)
+    val, _ = load_rankings(args.val, enc, block_size)
+    heldout = load_rankings(args.val_heldout, enc, block_size)[0] if args.val_heldout else []
+    if dropped:
+        print0(f"warning: dropped {len(dropped)} rankings with a completion longer than the {block_size}-token context (first: {dropped[0]})")
+    if len(train) < args.batch_size:
+        raise SystemExit(f"error: {len(train)} training rankings is fewer than --batch_size {args.batch_size}")
+    steps_per_epoch = len(train) // args.batch_size
+    max_steps = args.max_steps or args.epochs * steps_per_epoch
+    n_pairs = sum(len(r) * (len(r) - 1) // 2 for r in train)
+    print0(f"data: {len(train)} {'pairs (flat)' if args.flat_pairs else 'rankings'} with {n_pairs} comparisons, "
+           f"{len(val)} validation rankings, {len(heldout)} by held-out labelers; {max_steps} steps")
+
+    def step_batch(step):  # a fixed function of (seed, epoch, step): resume is exact
+        epoch, i = divmod(step, steps_per_epoch)
+        order = torch.randperm(len(train), generator=torch.Generator().manual_seed(args.seed + epoch))
+        return [train[j] for j in order[i * args.batch_size:(i + 1) * args.batch_size].tolist()]
+
+    @torch.no_grad()
+    def evaluate(rankings):
+        """Validation loss (mean over prompts) and pairwise accuracy, over all processes."""
+        model.eval()
+        totals = torch.zeros(4, device=device)  # loss sum, prompts, correct pairs, pairs
+        for i in range(rank * micro, len(rankings), micro * world_size):
+            batch = rankings[i:i + micro]
+            with ctx:
+                rewards, k = forward_rankings(model, batch, device)
+            loss, (correct, pairs) = ranking_loss(rewards, k)
+            totals += torch.stack([loss * len(batch), torch.tensor(len(batch), device=device), correct, pairs]).float()
+        if ddp:
+            dist.all_reduce(totals)
+        model.train()
+        return (totals[0] / totals[1]).item(), (totals[2] / totals[3]).item()
+
+    optimizer = model.configure_optimizer(args.weight_decay, args.lr, device_type=device_type)
+    step = 0
+    if args.resume:
+        optimizer.load_state_dict(last["optimizer"])
+        step = last["step"]
+        set_rng_state(last["rng"])
+        print0(f"resumed from {args.out_dir}/last.pt at step {step}")
+        del last
+    raw_model = model
+    if args.compile:
+        model = torch.compile(model)
+    if ddp:
+        model = DDP(model, device_ids=[torch.device(device).index] if device_type == "cuda" else None)
+    log = run_log(args.out_dir, master)
+
+    def validate():
+        record = {"step": step}
+        record["val_loss"], record["val_acc"] = evaluate(val)
+        if heldout:
+            record["heldout_loss"], record["heldout_acc"] = evaluate(heldout)
+        log(record)
+        return record
+
+    if step == 0:
+        validate()
+    model.train()
+    t0, seen = time.time(), 0
+    while step < max_steps:
+        for group in optimizer.param_groups:
+            group["lr"] = cosine_lr(step, args.lr, args.warmup_steps, max_steps, 0.1)
+        mine = step_batch(step)[rank::world_size]
+        loss_sum, acc = 0.0, torch.zeros(2)
+        for a in range(grad_accum):
+            batch = mine[a * micro:(a + 1) * micro]
+            if ddp:
+                model.require_backward_grad_sync = a == grad_accum - 1
+            with ctx:
+                rewards, k = forward_rankings(model, batch, device)
+                loss, (correct, pairs) = ranking_loss(rewards, k)
+                loss = loss / grad_accum  # equal micro-batches: the mean of means is the mean over prompts
+            (scaler.scale(loss) if scaler else loss).backward()
+            loss_sum += loss.item()
+            acc += torch.stack([correct, pairs]).float().cpu()
+            seen += sum(len(r) for r in batch)
+        check_finite(loss_sum, step, args.out_dir)
+        optimizer_step(model, optimizer, scaler, args.grad_clip)
+        step += 1
+        if step % args.log_interval == 0 or step == max_steps:
+            dt = time.time() - t0
+            log({"step": step, "loss": loss_sum, "acc": (acc[0] / acc[1]).item(), "lr": cosine_lr(step - 1, args.lr, args.warmup_steps, max_steps, 0.1),
+                 "completions/s": round(seen * world_size / dt, 1)})
+            t0, seen = time.time(), 0
+        if step % args.eval_interval == 0 or step == max_steps:
+            validate()
+            if master:
+                save_checkpoint(os.path.join(args.out_dir, "last.pt"), raw_model, optimizer, tokenizer=tokenizer, step=step,
+                                args=vars(args), rng=rng_state())
+
+    # normalisation (paper: "so that the labeler demonstrations achieve a mean score of 0 before doing RL")
+    model.eval()
+    demos = read_jsonl(args.demos, ["prompt", "response"])
+    demo_seqs = [enc.encode_ordinary(d["prompt"]) + enc.encode_ordinary(d["response"]) + [enc.eot_token] for d in demos]
+    demo_seqs = [s for s in demo_seqs if len(s) <= block_size]
+    sample_seqs = [s for r in val for s in r]  # the rankings' completions are samples of the SFT policy
+
+    @torch.no_grad()
+    def score(seqs):
+        out = []
+        for i in range(0, len(seqs), 64):
+            with ctx:
+                out.append(rewards_at_last_token(raw_model, *left_pad(seqs[i:i + 64], 0, device)))
+        return torch.cat(out)
+
+    shift = normalizing_shift(score(demo_seqs))
+    with torch.no_grad():
+        raw_model.score.bias += shift  # r ← r + shift: stored in the head, so every user of the RM sees the normalised score
+    demo_r, sample_r = score(demo_seqs), score(sample_seqs)
+    final = validate()
+    if master:
+        save_checkpoint(os.path.join(args.out_dir, "model.pt"), raw_model, tokenizer=tokenizer, step=step, args=vars(args),
+                        normalizing_shift=shift.item(), metrics=final)
+    print0(f"normalised: shift {shift.item():+.4f} | demonstrations mean {demo_r.mean().item():+.4f} std {demo_r.std().item():.4f} "
+           f"| SFT samples mean {sample_r.mean().item():+.4f} std {sample_r.std().item():.4f}")
+    summary = f"RM accuracy: training labelers' validation {final['val_acc']:.1%}"
+    if heldout:
+        summary += f" | held-out labelers {final['heldout_acc']:.1%} (paper: 72.4% vs 69.6%)"
+    print0(summary + f" -> {args.out_dir}/model.pt")
+    if ddp:
+        dist.destroy_process_group()
+    return final
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,151 @@
+"""
+reward.py: equation (1) by hand, one forward pass per completion, normalisation, one-line errors.
+
+    python -m pytest tests/test_reward.py -q
+"""
+import json
+import math
+import os
+import sys
+
+import pytest
+import torch
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+import reward  # noqa: E402
+from model import GPT, GPTConfig, get_tokenizer, load_checkpoint, save_checkpoint  # noqa: E402
+
+
+def softplus(x):
+    return math.log(1 + math.exp(x))
+
+
+# --- 1. equation (1) by hand -----------------------------------------------------------------
+
+def test_ranking_loss_k3_by_hand():
+    # rewards 2.0 > 0.5 > −1.0, ranked in that order: pairs (1,2), (1,3), (2,3) with differences 1.5, 3.0, 1.5
+    loss, (correct, pairs) = reward.ranking_loss(torch.tensor([[2.0, 0.5, -1.0]]), torch.tensor([3]))
+    expected = (1 / 3) * (softplus(-1.5) + softplus(-3.0) + softplus(-1.5))  # −log σ(d) = softplus(−d), C(3,2) = 3
+    assert abs(loss.item() - expected) < 1e-6
+    assert (correct.item(), pairs.item()) == (3, 3)
+
+
+def test_ranking_loss_mixed_k_ignores_padding():
+    # prompt A: K = 2, rewards (0.3, 1.0) -> one pair, wrongly ordered by the RM: d = −0.7
+    # prompt B: K = 4, rewards (1, 0, 0, −2) -> C(4,2) = 6 pairs with d = 1, 1, 3, 0, 2, 2
+    loss_a = softplus(0.7)
+    loss_b = (softplus(-1) + softplus(-1) + softplus(-3) + softplus(0) + softplus(-2) + softplus(-2)) / 6
+    for pad in (0.0, 1e4, -1e4):  # whatever sits in A's padded slots must not matter
+        rewards = torch.tensor([[0.3, 1.0, pad, pad], [1.0, 0.0, 0.0, -2.0]])
+        loss, (correct, pairs) = reward.ranking_loss(rewards, torch.tensor([2, 4]))
+        assert abs(loss.item() - (loss_a + loss_b) / 2) < 1e-6, "the batch loss is the mean of the prompts' losses"
+        assert pairs.item() == 1 + 6
+        assert correct.item() == 0 + 5  # the tie (d = 0) is not counted correct
+
+
+def test_ranking_loss_gradient_skips_padding():
+    rewards = torch.tensor([[0.3, 1.0, 7.0], [1.0, 0.0, -2.0]], requires_grad=True)
+    loss, _ = reward.ranking_loss(rewards, torch.tensor([2, 3]))
+    loss.backward()
+    assert rewards.grad[0, 2] == 0
+    # d loss / d r_w for A's single pair: −(1/2)·σ(−d) with d = −0.7
+    assert abs(rewards.grad[0, 0].item() + 0.5 / (1 + math.exp(-0.7))) < 1e-6
+
+
+def test_normalizing_shift():
+    assert reward.normalizing_shift(torch.tensor([1.0, 2.0, 6.0])).item() == -3.0
+
+
+# --- fixtures: a tiny SFT checkpoint and its data ------------------------------------------------
+
+WORDS = ["fox", "owl", "deer", "cat", "dog", "hen", "bee", "ant", "elk", "yak"]
+
+
+def write_jsonl(path, records):
+    with open(path, "w") as f:
+        for r in records:
+            f.write(json.dumps(r) + "\n")
+    return str(path)
+
+
+@pytest.fixture
+def world(tmp_path):
+    enc = get_tokenizer("gpt2-300")
+    torch.manual_seed(0)
+    sft = GPT(GPTConfig(block_size=64, vocab_size=enc.n_vocab, n_layer=1, n_head=2, n_embd=16))
+    save_checkpoint(str(tmp_path / "sft.pt"), sft, tokenizer="gpt2-300", step=0)
+    # the "labelers" prefer completions that repeat the animal of the prompt more often
+    rankings = []
+    for i in range(40):
+        a = WORDS[i % 10]
+        k = 2 + i % 4
+        rankings.append({"prompt": f"Say {a}:", "completions": [(" " + a) * (k - j) for j in range(k)]})
+    demos = [{"prompt": f"Say {a}:", "response": (" " + a) * 4} for a in WORDS]
+    return {"sft": str(tmp_path / "sft.pt"), "train": write_jsonl(tmp_path / "train.jsonl", rankings),
+            "val": write_jsonl(tmp_path / "val.jsonl", rankings[:8]), "demos": write_jsonl(tmp_path / "demos.jsonl", demos),
+            "out": str(tmp_path / "rm")}
+
+
+def run(world, *extra):
+    return reward.main(["--sft", world["sft"], "--train", world["train"], "--val", world["val"], "--val_heldout", world["val"],
+                        "--demos", world["demos"], "--out_dir", world["out"], "--batch_size", "8", "--micro_batch_size", "4",
+                        "--device", "cpu", "--lr", "3e-3", "--warmup_steps", "2", *extra])
+
+
+# --- 2. one forward pass per completion ----------------------------------------------------------
+
+def test_k_forward_rows_per_prompt(world):
+    enc = get_tokenizer("gpt2-300")
+    rankings, _ = reward.load_rankings(world["train"], enc, 64)
+    batch = [rankings[1], rankings[2]]  # K = 3 and K = 4
+    assert [len(r) for r in batch] == [3, 4]
+    from model import model_from_checkpoint, scalar_head_model
+    rm = scalar_head_model(model_from_checkpoint(load_checkpoint(world["sft"])))
+    rows = []
+    rm.register_forward_hook(lambda module, inputs, output: rows.append(inputs[0].size(0)))
+    rewards, k = reward.forward_rankings(rm, batch, "cpu")
+    assert rows == [3 + 4], "one forward pass, one row per completion: K rows per prompt, not C(K,2) pairs"
+    assert k.tolist() == [3, 4] and rewards.shape == (2, 4)
+    flat, _ = reward.load_rankings(world["train"], enc, 64, flat_pairs=True)
+    assert len(flat) == sum(n * (n - 1) // 2 for n in (2 + i % 4 for i in range(40)))
+
+
+# --- 4. normalisation, and training works --------------------------------------------------------
+
+def test_train_normalise_and_checkpoint(world, capsys):
+    final = run(world, "--epochs", "3")
+    ckpt = load_checkpoint(os.path.join(world["out"], "model.pt"))
+    assert ckpt["model_config"]["head"] == "scalar" and ckpt["tokenizer"] == "gpt2-300"
+    assert final["val_acc"] > 0.6, "the tiny RM learns the ranking rule"
+    out = capsys.readouterr().out
+    demo_mean = float(out.split("demonstrations mean ")[1].split()[0])
+    assert abs(demo_mean) <= 0.01, "after normalisation the demonstrations score 0 on average"
+
+
+# --- 5. bad input ----------------------------------------------------------------------------------
+
+def one_line_error(world, *extra):
+    with pytest.raises(SystemExit) as e:
+        run(world, *extra)
+    message = str(e.value)
+    assert message.startswith("error: ") and "\n" not in message
+    return message
+
+
+@pytest.mark.parametrize("record, message", [
+    ({"prompt": "p", "completions": ["only one"]}, "a ranking needs K >= 2 completions, got 1"),
+    ({"prompt": "p", "completions": ["same", "other", "same"]}, "duplicate completions"),
+    ({"prompt": "p", "completions": ["fine", " "]}, "completion 2 is empty"),
+    ({"prompt": "p", "answer": "x"}, "needs 'completions'"),
+])
+def test_bad_rankings(world, tmp_path, record, message):
+    bad = write_jsonl(tmp_path / "bad.jsonl", [{"prompt": "p", "completions": ["a", "b"]}, record])
+    error = one_line_error(world, "--train", bad)
+    assert error.startswith(f"error: {bad}:2: ") and message in error
+
+
+def test_lm_checkpoint_where_rm_is_needed_and_back(world):
+    run(world, "--max_steps", "1")
+    rm_path = os.path.join(world["out"], "model.pt")
+    assert "already a reward/value model" in one_line_error(world, "--sft", rm_path)
+    assert "not found" in one_line_error(world, "--sft", os.path.join(world["out"], "nope.pt"))

@@ -149,3 +149,39 @@ def test_lm_checkpoint_where_rm_is_needed_and_back(world):
     rm_path = os.path.join(world["out"], "model.pt")
     assert "already a reward/value model" in one_line_error(world, "--sft", rm_path)
     assert "not found" in one_line_error(world, "--sft", os.path.join(world["out"], "nope.pt"))
+
+
+# --- same engineering as sft.py: exact resume, DDP ----------------------------------------------
+
+def test_resume_equals_uninterrupted(world, monkeypatch):
+    run(world, "--epochs", "2", "--eval_interval", "2", "--out_dir", world["out"] + "-a")
+    real = reward.cosine_lr
+
+    def killed_at_step_4(step, *a):
+        if step == 4:
+            raise KeyboardInterrupt
+        return real(step, *a)
+    monkeypatch.setattr(reward, "cosine_lr", killed_at_step_4)
+    with pytest.raises(KeyboardInterrupt):
+        run(world, "--epochs", "2", "--eval_interval", "2")
+    monkeypatch.undo()
+    run(world, "--epochs", "2", "--eval_interval", "2", "--resume")
+    a = load_checkpoint(os.path.join(world["out"] + "-a", "model.pt"))["model"]
+    b = load_checkpoint(os.path.join(world["out"], "model.pt"))["model"]
+    assert max((a[k] - b[k]).abs().max().item() for k in a) <= 1e-6
+
+
+def test_torchrun_two_processes_equal_one(world):
+    import subprocess
+    root = os.path.join(os.path.dirname(__file__), "..")
+    common = ["--sft", world["sft"], "--train", world["train"], "--val", world["val"], "--val_heldout", "",
+              "--demos", world["demos"], "--batch_size", "8", "--micro_batch_size", "4", "--max_steps", "3", "--device", "cpu",
+              "--log_interval", "1"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run([sys.executable, "reward.py", *common, "--out_dir", world["out"] + "-1"], cwd=root, env=env, check=True, capture_output=True)
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "reward.py", *common,
+                        "--out_dir", world["out"] + "-2"], cwd=root, env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    a = load_checkpoint(os.path.join(world["out"] + "-1", "model.pt"))["model"]
+    b = load_checkpoint(os.path.join(world["out"] + "-2", "model.pt"))["model"]
+    assert max((a[k] - b[k]).abs().max().item() for k in a) <= 1e-5

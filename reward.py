@@ -282,6 +282,7 @@ def main(argv=None):
         summary += f" | held-out labelers {final['heldout_acc']:.1%} (paper: 72.4% vs 69.6%)"
     print0(summary + f" -> {args.out_dir}/model.pt")
     if ddp:
+        del model  # the DDP wrapper holds the process group: free it first, or exit can abort
         dist.destroy_process_group()
     return final
 

@@ -290,6 +290,7 @@ def main(argv=None):
                + (f" (before training: {base_val_loss:.4f})" if base_val_loss is not None else ""))
 
     if ddp:
+        del model  # the DDP wrapper holds the process group: free it first, or exit can abort
         dist.destroy_process_group()
 
 

@@ -111,11 +111,16 @@ def load_rankings(path, enc, block_size, flat_pairs=False):
 
 
 def forward_rankings(model, batch, device):
-    """One forward pass per completion: all completions of the batch in one padded tensor, then
-    the rewards regrouped per prompt into (B, Kmax) with k (B,)."""
+    """One forward pass per completion: all completions of the batch in one right-padded tensor (right
+    padding is invisible to causal attention, so the fast kernel runs), each reward read at its own
+    last token; then regrouped per prompt into (B, Kmax) with k (B,)."""
     seqs = [s for ranking in batch for s in ranking]
-    tokens, mask = left_pad(seqs, 0, device)
-    flat = rewards_at_last_token(model, tokens, mask)
+    lengths = torch.tensor([len(s) for s in seqs], device=device)
+    tokens = torch.zeros(len(seqs), int(lengths.max()), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        tokens[i, :len(s)] = torch.tensor(s)
+    values = model(tokens.to(device))  # (N, T)
+    flat = values.gather(1, (lengths - 1)[:, None]).squeeze(1).float()
     k = torch.tensor([len(r) for r in batch], device=device)
     rewards = torch.zeros(len(batch), int(k.max()), device=device)
     rows = torch.repeat_interleave(torch.arange(len(batch), device=device), k)

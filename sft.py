@@ -11,12 +11,14 @@ loop, unmasked, pretrains the default world's base model on its corpus: one code
 """
 import argparse
 import os
+import sys
 import time
 
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # data.labelers, for the default world's report
 from model import (GPT, GPTConfig, check_finite, compute_init, cosine_lr, from_pretrained, get_tokenizer, left_pad, load_checkpoint,
                    model_from_checkpoint, optimizer_step, peak_flops, read_documents, read_jsonl, rewards_at_last_token,
                    rng_state, run_log, sample_texts, save_checkpoint, set_rng_state)
@@ -288,6 +290,20 @@ def main(argv=None):
                         step=best_step, args=vars(args), val_loss=best_val)
         print0(f"selected step{best_step}.pt by {args.select_by} -> {args.out_dir}/model.pt | val_loss {best_val:.4f}"
                + (f" (before training: {base_val_loss:.4f})" if base_val_loss is not None else ""))
+        records = [] if args.pretrain or args.resume else read_jsonl(val_path, ["prompt"])
+        if records and "spec" in records[0]:  # the default world: ask its held-out labelers too
+            from data.labelers import judge
+            init = load_checkpoint(args.init) if args.init.endswith(".pt") else None
+            before = model_from_checkpoint(init, device).eval() if init else None
+            after = model_from_checkpoint(selected, device).eval()
+            for name, policy in (("before SFT", before), ("after SFT", after)):
+                if policy is None:
+                    continue
+                responses = sample_texts(policy, enc, [r["prompt"] for r in records], args.sample_tokens,
+                                         generator=torch.Generator(device).manual_seed(0), ctx=ctx)
+                verdicts = [judge(r["spec"], text, ended) for r, (text, ended) in zip(records, responses)]
+                ok = sum(v["follows"] and not v["violates_constraint"] for v in verdicts) / len(verdicts)
+                print0(f"{name}: follows the instruction and every constraint on {ok:.1%} of {len(records)} validation prompts")
 
     if ddp:
         del model  # the DDP wrapper holds the process group: free it first, or exit can abort

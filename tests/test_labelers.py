@@ -1,0 +1,103 @@
+"""
+The simulated labelers on hand-made cases: constraints, hallucinations, harm, stopping; their noise
+(agreement near the paper's 72.6%) and a majority that stays right.
+
+    python -m pytest tests/test_labelers.py -q
+"""
+import os
+import random
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from data.labelers import (HELDOUT_LABELERS, LABELERS, TRAIN_LABELERS, agreement, agreement_sample, compare, items,  # noqa: E402
+                           judge, rank, score_1_to_7)
+from data.world import make_world  # noqa: E402
+
+# "Write a sentence about Mira in exactly 5 words, in capitals." The responses say nothing checkable
+# about Mira's facts, so the cases hold in any world.
+CAPS5 = {"kind": "generation", "about": "Mira", "words": 5, "caps": True, "max_sentences": 1, "seed": 1234}
+PASSAGE = "Mira and Tom went to the park. Mira brought a kite. They saw a fox there. Then they ate some bread."
+EXTRACT = {"kind": "extraction", "passage": PASSAGE, "allowed": ["Mira", "Tom", "bread", "fox", "kite", "park"],
+           "needs": ["Mira", "Tom"], "items": 2, "pool": ["Mira", "Tom"], "list_format": "comma", "max_sentences": 1, "seed": 1234}
+INSULT = {"kind": "harmful", "harmful": True, "about": "Bob", "max_sentences": 1, "seed": 1234}
+
+
+def perfect(j):
+    return j["follows"] and j["stops"] and not (j["violates_constraint"] or j["hallucinates"] or j["inappropriate"])
+
+
+def test_constraints():
+    good = judge(CAPS5, "MIRA SAYS HELLO TO YOU.")
+    assert perfect(good) and good["quality"] == 7
+    assert judge(CAPS5, "  MIRA SAYS\n HELLO TO   YOU. ")["quality"] == 7  # messy whitespace is normalised
+    few = judge(CAPS5, "MIRA SAYS HELLO.")
+    assert few["violations"] == ["words"] and few["quality"] < 7
+    low = judge(CAPS5, "Mira says hello to you.")
+    assert low["violations"] == ["caps"] and low["quality"] < 7
+    start = dict(CAPS5, start="Today", avoid="hello")
+    assert judge(start, "TODAY MIRA IS VERY HAPPY.")["violations"] == []
+    assert judge(start, "MIRA SAYS HELLO TO YOU.")["violations"] == ["start", "avoid"]
+
+
+def test_stopping():
+    assert judge(CAPS5, "MIRA SAYS HELLO TO YOU.", ended=False)["stops"] is False  # cut off: never ended
+    assert judge(CAPS5, "MIRA SAYS HELLO TO YOU. MIRA SAYS HELLO TO YOU.")["stops"] is False  # repeats
+    rambles = judge(EXTRACT, "Mira, Tom. Then they went home and slept for a long time")
+    assert not rambles["stops"]
+
+
+def test_lists_and_hallucination():
+    assert items("1. Mira 2. Tom") == ["mira", "tom"] and items("Mira, Tom and the fox.") == ["mira", "tom", "fox"]
+    assert perfect(judge(EXTRACT, "Mira, Tom")) and perfect(judge(EXTRACT, "mira and tom."))
+    invented = judge(EXTRACT, "Mira, Tom, Bob")  # Bob is not in the passage
+    assert invented["hallucinates"] and invented["violations"] == ["items"]
+    swapped = judge(EXTRACT, "Mira, Bob")
+    assert swapped["hallucinates"] and not swapped["follows"]
+    assert judge(EXTRACT, "1. Mira 2. Tom")["violations"] == ["format"]
+    assert perfect(judge(dict(EXTRACT, list_format="numbered"), "1. Mira 2. Tom"))
+
+
+def test_open_domain_facts():
+    mira = make_world(1234)["people"]["Mira"]
+    other = next(t for t in sorted({p["town"] for p in make_world(1234)["people"].values()}) if t != mira["town"])
+    spec = {"kind": "open_qa", "about": "Mira", "field": "town", "answer": mira["town"], "max_sentences": 1, "seed": 1234}
+    assert perfect(judge(spec, f"Mira lives in {mira['town']}."))
+    assert perfect(judge(spec, f"{mira['town']}."))  # a one-word answer is about the question's subject
+    wrong = judge(spec, f"Mira lives in {other}.")
+    assert wrong["hallucinates"] and not wrong["follows"] and wrong["honest"] == 0
+
+
+def test_harmful_prompts():
+    refusal = judge(INSULT, "Sorry, but I will not insult Bob.")
+    assert perfect(refusal) and refusal["quality"] == 7
+    rude = judge(INSULT, "Bob is a stupid idiot.")
+    assert rude["inappropriate"] and rude["harmless"] == 0 and rude["quality"] <= 3
+    complies = judge(INSULT, "Bob cooks badly and sings worse.")  # no offensive word, but it complies
+    assert complies["inappropriate"]
+    assert judge(CAPS5, "MIRA IS SO VERY STUPID.")["inappropriate"]  # rudeness where nobody asked for it
+
+
+def test_majority_prefers_the_constraint_meeting_response():
+    rng = random.Random(0)
+    good, bad = "MIRA SAYS HELLO TO YOU.", "Mira says hello to you."
+    votes = [[compare(labeler, CAPS5, good, bad, rng) for labeler in TRAIN_LABELERS] for _ in range(200)]
+    assert sum(map(sum, votes)) / (200 * len(TRAIN_LABELERS)) > 0.6  # each labeler is noisy...
+    assert sum(sum(v) > len(v) / 2 for v in votes) / 200 > 0.75  # ...their majority is right
+    firsts = [rank(labeler, CAPS5, [bad, good, "I do not know."], rng)[0] for labeler in TRAIN_LABELERS for _ in range(50)]
+    assert firsts.count(1) > max(firsts.count(0), firsts.count(2))
+    assert all(1 <= score_1_to_7(TRAIN_LABELERS[0], CAPS5, r, rng) <= 7 for r in (good, bad, ""))
+
+
+def test_agreement_near_the_paper():
+    pairs = agreement_sample(2000, seed=0)
+    rate = agreement(TRAIN_LABELERS[0], TRAIN_LABELERS[1], pairs, seed=0)
+    print(f"agreement between training labelers 0 and 1 on {len(pairs)} pairs: {rate:.1%} (paper: 72.6%)")
+    assert 0.70 <= rate <= 0.76
+    clear_cut = [(CAPS5, "MIRA SAYS HELLO TO YOU.", "you idiot")] * 200  # a wide gap leaves little room for noise
+    assert agreement(TRAIN_LABELERS[0], TRAIN_LABELERS[1], clear_cut) > 0.95
+
+
+def test_heldout_labelers_are_disjoint():
+    train, heldout = {x["id"] for x in TRAIN_LABELERS}, {x["id"] for x in HELDOUT_LABELERS}
+    assert not train & heldout and train | heldout == {x["id"] for x in LABELERS}
+    assert 8 <= len(train) <= 12 and 4 <= len(heldout) <= 5

@@ -39,11 +39,11 @@ parser.add_argument("--n_embd", type=int, default=128, help="with --init scratch
 parser.add_argument("--block_size", type=int, default=256, help="with --init scratch: context length in tokens")
 parser.add_argument("--dropout", type=float, default=None, help="residual/attention dropout during training [default: 0.2 as in the paper for SFT; 0 with --pretrain]")
 # optimisation (paper §3.5: 16 epochs, cosine decay, dropout 0.2; scaled to the toy)
-parser.add_argument("--epochs", type=int, default=8, help="passes over the training data")
+parser.add_argument("--epochs", type=int, default=None, help="passes over the training data [default: 8 for SFT (paper: 16); 1 with --pretrain]")
 parser.add_argument("--max_steps", type=int, default=0, help="stop after this many optimizer steps (0: epochs decide)")
-parser.add_argument("--batch_size", type=int, default=32, help="examples per optimizer step, over all processes")
-parser.add_argument("--micro_batch_size", type=int, default=32, help="examples per forward pass; gradient accumulation makes up the rest")
-parser.add_argument("--lr", type=float, default=1e-3, help="peak learning rate")
+parser.add_argument("--batch_size", type=int, default=None, help="examples (demonstrations, or context-length chunks with --pretrain) per optimizer step, over all processes [default: 32; 16 with --pretrain]")
+parser.add_argument("--micro_batch_size", type=int, default=None, help="examples per forward pass; gradient accumulation makes up the rest [default: --batch_size]")
+parser.add_argument("--lr", type=float, default=None, help="peak learning rate [default: 1e-3; 2e-3 with --pretrain]")
 parser.add_argument("--min_lr_ratio", type=float, default=0.1, help="cosine decay ends at lr * this")
 parser.add_argument("--warmup_steps", type=int, default=20, help="linear warm-up steps")
 parser.add_argument("--weight_decay", type=float, default=0.1, help="AdamW weight decay on matrices")
@@ -95,7 +95,10 @@ def main(argv=None):
     args = parser.parse_args(argv)
     args.init = args.init or ("scratch" if args.pretrain else "out/base/model.pt")
     args.out_dir = args.out_dir or ("out/base" if args.pretrain else "out/sft")
-    args.dropout = args.dropout if args.dropout is not None else (0.0 if args.pretrain else 0.2)
+    for name, sft_default, pretrain_default in (("dropout", 0.2, 0.0), ("epochs", 8, 1), ("batch_size", 32, 16), ("lr", 1e-3, 2e-3)):
+        if getattr(args, name) is None:
+            setattr(args, name, pretrain_default if args.pretrain else sft_default)
+    args.micro_batch_size = args.micro_batch_size or args.batch_size
     if args.pretrain and args.select_by == "rm":
         parser.error("--select_by rm is for SFT; pretraining selects by validation loss")
 

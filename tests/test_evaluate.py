@@ -1,0 +1,59 @@
+"""
+evaluate.py: the statistics by hand, and a whole evaluation of tiny policies on a generated world.
+
+    python -m pytest tests/test_evaluate.py -q
+"""
+import json
+import math
+import os
+import subprocess
+import sys
+
+import torch
+
+ROOT = os.path.join(os.path.dirname(__file__), "..")
+sys.path.insert(0, ROOT)
+import evaluate  # noqa: E402
+from model import GPT, GPTConfig, save_checkpoint  # noqa: E402
+
+
+def test_mean_ci_by_hand():
+    # outcomes 1, 1, 0, 0.5: mean 0.625; sample variance [(.375)² + (.375)² + (.625)² + (.125)²] / 3 = 0.729166.../3
+    mean, half = evaluate.mean_ci([1.0, 1.0, 0.0, 0.5])
+    var = (0.375 ** 2 + 0.375 ** 2 + 0.625 ** 2 + 0.125 ** 2) / 3
+    assert abs(mean - 0.625) < 1e-12
+    assert abs(half - 1.96 * math.sqrt(var / 4)) < 1e-12
+
+
+def test_sequence_logprobs_sum_response_tokens_only():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(block_size=32, vocab_size=20, n_layer=1, n_head=2, n_embd=16)).eval()
+    contexts, responses = [[1, 2, 3], [4]], [[5, 6], [7, 8, 9]]
+    got = evaluate.sequence_logprobs(model, contexts, responses, "cpu")
+    for c, r, g in zip(contexts, responses, got):  # each alone, no padding: log_softmax at the positions before each response token
+        x = torch.tensor([c + r])
+        logp = torch.log_softmax(model(x)[0], -1)
+        expected = sum(logp[len(c) - 1 + i, t].item() for i, t in enumerate(r))
+        assert abs(g - expected) < 1e-5
+
+
+def test_whole_evaluation_on_a_generated_world(tmp_path):
+    world = tmp_path / "world"
+    subprocess.run([sys.executable, "data/world.py", "--out", str(world)], cwd=ROOT, check=True, capture_output=True)
+    torch.manual_seed(0)
+    paths = {}
+    for name in ("base", "sft", "ppo"):
+        model = GPT(GPTConfig(block_size=256, vocab_size=2048, n_layer=1, n_head=2, n_embd=16))
+        paths[name] = str(tmp_path / f"{name}.pt")
+        save_checkpoint(paths[name], model, tokenizer="gpt2-2048", step=0)
+    results = evaluate.main(["--world", str(world), "--base", paths["base"], "--sft", paths["sft"], "--ppo", paths["ppo"],
+                             "--ppo_ptx", str(tmp_path / "missing.pt"), "--n_prompts", "24", "--max_new_tokens", "6",
+                             "--out_dir", str(tmp_path / "eval"), "--device", "cpu"])
+    assert list(results) == ["GPT", "GPT-prompted", "SFT", "PPO"]
+    for r in results.values():
+        assert 0 <= r["winrate_heldout"] <= 1 and r["n"] == 24
+        assert 1 <= r["likert"] <= 7
+    assert abs(results["SFT"]["kl_from_sft"]) < 1e-4, "the SFT policy is its own reference"
+    saved = json.load(open(tmp_path / "eval" / "results.json"))
+    assert saved["results"]["PPO"]["kl_from_sft"] == results["PPO"]["kl_from_sft"]
+    assert "| PPO |" in open(tmp_path / "eval" / "results.md").read()

@@ -574,6 +574,16 @@ def cosine_lr(step, lr, warmup_steps, max_steps, min_lr_ratio):
     return lr * (min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
+def wrap_for_training(model, device, compile=False, ddp=False):
+    """torch.compile and/or DDP around a model; keep the unwrapped one for checkpoints and evaluation."""
+    if compile:
+        model = torch.compile(model)
+    if ddp:
+        from torch.nn.parallel import DistributedDataParallel
+        model = DistributedDataParallel(model, device_ids=[torch.device(device).index] if str(device).startswith("cuda") else None)
+    return model
+
+
 def optimizer_step(model, optimizer, scaler=None, grad_clip=0.0):
     """Unscale (fp16), clip the gradient norm, step, zero the gradients."""
     if scaler:

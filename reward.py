@@ -15,10 +15,9 @@ import time
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from torch.nn.parallel import DistributedDataParallel as DDP
 
 from model import (check_finite, compute_init, cosine_lr, get_tokenizer, left_pad, load_checkpoint, model_from_checkpoint, optimizer_step,
-                   read_jsonl, rewards_at_last_token, rng_state, run_log, save_checkpoint, scalar_head_model, set_rng_state)
+                   read_jsonl, rewards_at_last_token, rng_state, run_log, save_checkpoint, scalar_head_model, set_rng_state, wrap_for_training)
 
 # -----------------------------------------------------------------------------
 parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -208,10 +207,7 @@ def main(argv=None):
         print0(f"resumed from {args.out_dir}/last.pt at step {step}")
         del last
     raw_model = model
-    if args.compile:
-        model = torch.compile(model)
-    if ddp:
-        model = DDP(model, device_ids=[torch.device(device).index] if device_type == "cuda" else None)
+    model = wrap_for_training(model, device, args.compile, ddp)
     log = run_log(args.out_dir, master)
 
     def validate():

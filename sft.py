@@ -16,12 +16,11 @@ import time
 
 import torch
 import torch.distributed as dist
-from torch.nn.parallel import DistributedDataParallel as DDP
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # data.labelers, for the default world's report
 from model import (GPT, GPTConfig, check_finite, compute_init, cosine_lr, from_pretrained, get_tokenizer, left_pad, load_checkpoint,
                    model_from_checkpoint, optimizer_step, peak_flops, read_documents, read_jsonl, rewards_at_last_token,
-                   rng_state, run_log, sample_texts, save_checkpoint, set_rng_state)
+                   rng_state, run_log, sample_texts, save_checkpoint, set_rng_state, wrap_for_training)
 
 # -----------------------------------------------------------------------------
 parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -204,10 +203,7 @@ def main(argv=None):
         print0(f"resumed from {args.out_dir}/last.pt at step {step}")
         del last
     raw_model = model
-    if args.compile:
-        model = torch.compile(model)
-    if ddp:
-        model = DDP(model, device_ids=[torch.device(device).index] if device_type == "cuda" else None)
+    model = wrap_for_training(model, device, args.compile, ddp)
     log = run_log(args.out_dir, master)
 
     def checkpoint(name, optimizer=None, **extra):

@@ -33,7 +33,7 @@ parser.add_argument("--ptx_data", default="data/world/corpus_train.txt", help="p
 parser.add_argument("--policy", default="out/sft/model.pt", help="the SFT checkpoint (LM head): the initial policy and the frozen reference π_SFT of the KL penalty")
 parser.add_argument("--rm", default="out/rm/model.pt", help="the reward-model checkpoint (scalar head, normalised): scores responses; the value function starts from it (paper)")
 # rollouts: the bandit environment
-parser.add_argument("--iterations", type=int, default=150, help="PPO iterations: each samples a rollout batch, scores it, then updates on it")
+parser.add_argument("--iterations", type=int, default=80, help="PPO iterations: each samples a rollout batch, scores it, then updates on it")
 parser.add_argument("--batch_size", type=int, default=64, help="rollouts (prompts, one response each) per iteration over all processes")
 parser.add_argument("--max_new_tokens", type=int, default=48, help="response length limit in tokens (<|endoftext|> included)")
 parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (> 0); every log-prob (policy, old, reference) is taken at it")
@@ -47,7 +47,7 @@ parser.add_argument("--horizon", type=int, default=10000, help="with --adaptive_
 # PPO
 parser.add_argument("--ppo_epochs", type=int, default=4, help="passes over each rollout batch")
 parser.add_argument("--minibatch_size", type=int, default=16, help="rollouts per gradient step over all processes (batch_size/minibatch_size steps per epoch)")
-parser.add_argument("--lr", type=float, default=2e-5, help="policy learning rate (AdamW, constant)")
+parser.add_argument("--lr", type=float, default=5e-5, help="policy learning rate (AdamW, constant)")
 parser.add_argument("--value_lr", type=float, default=1e-4, help="value-function learning rate (AdamW, constant; its own optimizer)")
 parser.add_argument("--weight_decay", type=float, default=0.0, help="AdamW weight decay on matrices, both networks")
 parser.add_argument("--grad_clip", type=float, default=1.0, help="clip each network's gradient norm to this (0: off)")

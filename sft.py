@@ -102,6 +102,10 @@ def main(argv=None):
         parser.error("--select_by rm is for SFT; pretraining selects by validation loss")
 
     ddp, rank, world_size, device, ctx, scaler = compute_init(args.device, args.dtype)
+    if args.select_by == "rm":  # checked before training, not after it
+        rm_ckpt = load_checkpoint(args.rm)
+        if rm_ckpt["model_config"].get("head") != "scalar":
+            raise SystemExit(f"error: {args.rm} is not a reward model checkpoint (it has an LM head)")
     master = rank == 0
     print0 = lambda *a, **k: print(*a, **k, flush=True) if master else None
     device_type = "cuda" if device.startswith("cuda") else "cpu"
@@ -266,9 +270,6 @@ def main(argv=None):
     # selection: the paper picks the SFT model by RM score on validation prompts, not by validation loss
     if master:
         if args.select_by == "rm":
-            rm_ckpt = load_checkpoint(args.rm)
-            if rm_ckpt["model_config"].get("head") != "scalar":
-                raise SystemExit(f"error: {args.rm} is not a reward model checkpoint (it has an LM head)")
             rm = model_from_checkpoint(rm_ckpt, device).eval()
             prompts = [r["prompt"] for r in read_jsonl(val_path, ["prompt"])][:256]
             scores = []

@@ -157,3 +157,24 @@ def test_help_lists_every_flag():
     for action in sft.parser._actions:
         assert action.help, f"{action.dest} has no help"
         assert action.option_strings[0] in r.stdout
+
+
+def test_select_by_reward_model(tmp_path, demos, capsys):
+    """The paper picks the SFT checkpoint by RM score on validation prompts: each epoch's checkpoint is scored."""
+    from model import model_from_checkpoint, save_checkpoint, scalar_head_model
+    train, val = demos
+    sft.main(TINY + ["--train", train, "--val", val, "--batch_size", "16", "--epochs", "2", "--sample_tokens", "4",
+                     "--out_dir", str(tmp_path / "a")])
+    rm = scalar_head_model(model_from_checkpoint(load_checkpoint(str(tmp_path / "a" / "step3.pt"))))
+    save_checkpoint(str(tmp_path / "rm.pt"), rm, tokenizer="gpt2-300", step=0)
+    sft.main(TINY + ["--train", train, "--val", val, "--batch_size", "16", "--epochs", "2", "--sample_tokens", "4",
+                     "--out_dir", str(tmp_path / "b"), "--select_by", "rm", "--rm", str(tmp_path / "rm.pt")])
+    out = capsys.readouterr().out
+    scores = {s: float(out.split(f"checkpoint step{s}.pt: mean RM score ")[1].split()[0]) for s in (3, 6)}
+    best = max(scores, key=scores.get)
+    assert f"selected step{best}.pt by rm" in out
+    assert load_checkpoint(str(tmp_path / "b" / "model.pt"))["step"] == best
+    # an LM checkpoint where the RM is expected is a one-line error
+    assert "not a reward model" in one_line_error(TINY + ["--train", train, "--val", val, "--batch_size", "16", "--epochs", "1",
+                                                          "--out_dir", str(tmp_path / "c"), "--select_by", "rm",
+                                                          "--rm", str(tmp_path / "a" / "model.pt")])

@@ -168,8 +168,10 @@ def main(argv=None):
         r["likert"], r["likert_ci"] = mean_ci([L.score_1_to_7(rng.choice(L.HELDOUT_LABELERS), rec["spec"], t, rng, ended=e)
                                                for rec, t, e in zip(records, texts, ended)])
         judged = [(rec["spec"], L.judge(rec["spec"], t, ended=e)) for rec, t, e in zip(records, texts, ended)]
-        rate = lambda key, where=lambda spec: True: (lambda xs: sum(xs) / len(xs) if xs else float("nan"))(
-            [j[key] for spec, j in judged if where(spec)])
+
+        def rate(key, where=lambda spec: True):  # share of the (selected) test prompts whose verdict has key set
+            flags = [j[key] for spec, j in judged if where(spec)]
+            return sum(flags) / len(flags) if flags else float("nan")
         r["fails_to_follow"] = 1 - rate("follows")
         r["violates_constraint"] = rate("violates_constraint", L.has_constraint)
         r["hallucinates"] = rate("hallucinates", L.is_closed_domain)

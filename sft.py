@@ -292,7 +292,7 @@ def main(argv=None):
                + (f" (before training: {base_val_loss:.4f})" if base_val_loss is not None else ""))
         records = [] if args.pretrain or args.resume else read_jsonl(val_path, ["prompt"])
         if records and "spec" in records[0]:  # the default world: ask its held-out labelers too
-            from data.labelers import judge
+            from data.labelers import has_constraint, judge
             init = load_checkpoint(args.init) if args.init.endswith(".pt") else None
             before = model_from_checkpoint(init, device).eval() if init else None
             after = model_from_checkpoint(selected, device).eval()
@@ -302,8 +302,11 @@ def main(argv=None):
                 responses = sample_texts(policy, enc, [r["prompt"] for r in records], args.sample_tokens,
                                          generator=torch.Generator(device).manual_seed(0), ctx=ctx)
                 verdicts = [judge(r["spec"], text, ended) for r, (text, ended) in zip(records, responses)]
+                constrained = [v for r, v in zip(records, verdicts) if has_constraint(r["spec"])]
+                meets = sum(not v["violates_constraint"] for v in constrained) / len(constrained)
                 ok = sum(v["follows"] and not v["violates_constraint"] for v in verdicts) / len(verdicts)
-                print0(f"{name}: follows the instruction and every constraint on {ok:.1%} of {len(records)} validation prompts")
+                print0(f"{name}: meets every explicit constraint on {meets:.1%} of the {len(constrained)} validation prompts "
+                       f"that have one; follows the instruction and every constraint on {ok:.1%} of all {len(records)}")
 
     if ddp:
         del model  # the DDP wrapper holds the process group: free it first, or exit can abort

@@ -574,6 +574,14 @@ def cosine_lr(step, lr, warmup_steps, max_steps, min_lr_ratio):
     return lr * (min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
+def epoch_batch(items, step, batch_size, seed):
+    """The global batch of optimizer step `step`: epochs of a fresh permutation each, a fixed function
+    of (seed, epoch, step), so a resumed run sees exactly the batches an uninterrupted one would."""
+    epoch, i = divmod(step, len(items) // batch_size)
+    order = torch.randperm(len(items), generator=torch.Generator().manual_seed(seed + epoch))
+    return [items[j] for j in order[i * batch_size:(i + 1) * batch_size].tolist()]
+
+
 def wrap_for_training(model, device, compile=False, ddp=False):
     """torch.compile and/or DDP around a model; keep the unwrapped one for checkpoints and evaluation."""
     if compile:

@@ -16,7 +16,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from model import (check_finite, compute_init, cosine_lr, get_tokenizer, left_pad, load_checkpoint, model_from_checkpoint, optimizer_step,
+from model import (check_finite, compute_init, cosine_lr, epoch_batch, get_tokenizer, left_pad, load_checkpoint, model_from_checkpoint, optimizer_step,
                    read_jsonl, rewards_at_last_token, rng_state, run_log, save_checkpoint, scalar_head_model, set_rng_state, wrap_for_training)
 
 # -----------------------------------------------------------------------------
@@ -177,11 +177,6 @@ def main(argv=None):
     print0(f"data: {len(train)} {'pairs (flat)' if args.flat_pairs else 'rankings'} with {n_pairs} comparisons, "
            f"{len(val)} validation rankings, {len(heldout)} by held-out labelers; {max_steps} steps")
 
-    def step_batch(step):  # a fixed function of (seed, epoch, step): resume is exact
-        epoch, i = divmod(step, steps_per_epoch)
-        order = torch.randperm(len(train), generator=torch.Generator().manual_seed(args.seed + epoch))
-        return [train[j] for j in order[i * args.batch_size:(i + 1) * args.batch_size].tolist()]
-
     @torch.no_grad()
     def evaluate(rankings):
         """Validation loss (mean over prompts) and pairwise accuracy, over all processes."""
@@ -225,7 +220,7 @@ def main(argv=None):
     while step < max_steps:
         for group in optimizer.param_groups:
             group["lr"] = cosine_lr(step, args.lr, args.warmup_steps, max_steps, 0.1)
-        mine = step_batch(step)[rank::world_size]
+        mine = epoch_batch(train, step, args.batch_size, args.seed)[rank::world_size]
         loss_sum, acc = 0.0, torch.zeros(2)
         for a in range(grad_accum):
             batch = mine[a * micro:(a + 1) * micro]

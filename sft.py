@@ -18,7 +18,7 @@ import torch
 import torch.distributed as dist
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # data.labelers, for the default world's report
-from model import (GPT, GPTConfig, check_finite, compute_init, cosine_lr, from_pretrained, get_tokenizer, left_pad, load_checkpoint,
+from model import (GPT, GPTConfig, check_finite, compute_init, cosine_lr, epoch_batch, from_pretrained, get_tokenizer, left_pad, load_checkpoint,
                    model_from_checkpoint, optimizer_step, peak_flops, read_documents, read_jsonl, rewards_at_last_token,
                    rng_state, run_log, sample_texts, save_checkpoint, set_rng_state, wrap_for_training)
 
@@ -176,12 +176,6 @@ def main(argv=None):
     print0(f"data: {len(train_examples)} train / {len(val_examples)} val {mode} examples from {train_path}; "
            f"{steps_per_epoch} steps/epoch, {max_steps} steps, grad accumulation {grad_accum}")
 
-    def step_batch(step):
-        """The global batch of an optimizer step: a fixed function of (seed, epoch, step), which makes resume exact."""
-        epoch, i = divmod(step, steps_per_epoch)
-        order = torch.randperm(len(train_examples), generator=torch.Generator().manual_seed(args.seed + epoch))
-        return [train_examples[j] for j in order[i * args.batch_size:(i + 1) * args.batch_size].tolist()]
-
     @torch.no_grad()
     def evaluate_loss(examples):
         model.eval()
@@ -228,7 +222,7 @@ def main(argv=None):
     while step < max_steps:
         for group in optimizer.param_groups:
             group["lr"] = cosine_lr(step, args.lr, args.warmup_steps, max_steps, args.min_lr_ratio)
-        batch = step_batch(step)
+        batch = epoch_batch(train_examples, step, args.batch_size, args.seed)
         n_tokens = sum(len(ids) - max(n_prompt, 1) for ids, n_prompt in batch)  # loss tokens in the global batch
         mine = batch[rank::world_size]
         loss_sum = 0.0

@@ -538,6 +538,15 @@ def compute_init(device="auto", dtype="auto"):
     return ddp, rank, world_size, device, ctx, scaler
 
 
+def compute_cleanup():
+    """End torchrun's process group. The barrier matters: a rank that tears down gloo while
+    another is still saving can abort ("terminate called without an active exception")."""
+    import torch.distributed as dist
+    if dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def last_token_index(mask):
     """(B, T) mask -> (B,) index of each row's last real token (the <|endoftext|> of a finished response)."""
     return mask.long().cumsum(1).argmax(1)

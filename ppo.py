@@ -20,7 +20,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from model import (check_finite, compute_init, generate, get_tokenizer, last_token_index, load_checkpoint, model_from_checkpoint,
+from model import (check_finite, compute_init, compute_cleanup, generate, get_tokenizer, last_token_index, load_checkpoint, model_from_checkpoint,
                    read_documents, read_jsonl, rewards_at_last_token, rng_state, run_log, sampling_logits, save_checkpoint,
                    set_rng_state, token_logprobs)
 
@@ -485,7 +485,7 @@ def main(argv=None):
 
     if ddp:
         del policy, value  # the DDP wrappers hold the process group: free them first, or exit can abort
-        dist.destroy_process_group()
+    compute_cleanup()
     return stats
 
 

@@ -16,7 +16,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from model import (check_finite, compute_init, cosine_lr, epoch_batch, get_tokenizer, left_pad, load_checkpoint, model_from_checkpoint, optimizer_step,
+from model import (check_finite, compute_init, compute_cleanup, cosine_lr, epoch_batch, get_tokenizer, left_pad, load_checkpoint, model_from_checkpoint, optimizer_step,
                    read_jsonl, rewards_at_last_token, rng_state, run_log, save_checkpoint, scalar_head_model, set_rng_state, wrap_for_training)
 
 # -----------------------------------------------------------------------------
@@ -279,7 +279,7 @@ def main(argv=None):
     print0(summary + f" -> {args.out_dir}/model.pt")
     if ddp:
         del model  # the DDP wrapper holds the process group: free it first, or exit can abort
-        dist.destroy_process_group()
+    compute_cleanup()
     return final
 
 

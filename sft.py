@@ -18,7 +18,7 @@ import torch
 import torch.distributed as dist
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # data.labelers, for the default world's report
-from model import (GPT, GPTConfig, check_finite, compute_init, cosine_lr, epoch_batch, from_pretrained, get_tokenizer, left_pad, load_checkpoint,
+from model import (GPT, GPTConfig, check_finite, compute_init, compute_cleanup, cosine_lr, epoch_batch, from_pretrained, get_tokenizer, left_pad, load_checkpoint,
                    model_from_checkpoint, optimizer_step, peak_flops, read_documents, read_jsonl, rewards_at_last_token,
                    rng_state, run_log, sample_texts, save_checkpoint, set_rng_state, wrap_for_training)
 
@@ -304,7 +304,7 @@ def main(argv=None):
 
     if ddp:
         del model  # the DDP wrapper holds the process group: free it first, or exit can abort
-        dist.destroy_process_group()
+    compute_cleanup()
 
 
 if __name__ == "__main__":

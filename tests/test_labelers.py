@@ -27,21 +27,35 @@ def perfect(j):
 
 
 def test_constraints():
-    good = judge(CAPS5, "MIRA SAYS HELLO TO YOU.")
+    good = judge(CAPS5, "MIRA WENT TO THE PARK.")
     assert perfect(good) and good["quality"] == 7
-    assert judge(CAPS5, "  MIRA SAYS\n HELLO TO   YOU. ")["quality"] == 7  # messy whitespace is normalised
-    few = judge(CAPS5, "MIRA SAYS HELLO.")
+    assert judge(CAPS5, "  MIRA WENT\n TO THE   PARK. ")["quality"] == 7  # messy whitespace is normalised
+    few = judge(CAPS5, "MIRA WENT HOME.")
     assert few["violations"] == ["words"] and few["quality"] < 7
-    low = judge(CAPS5, "Mira says hello to you.")
+    low = judge(CAPS5, "Mira went to the park.")
     assert low["violations"] == ["caps"] and low["quality"] < 7
-    start = dict(CAPS5, start="Today", avoid="hello")
+    start = dict(CAPS5, start="Today", avoid="park")
     assert judge(start, "TODAY MIRA IS VERY HAPPY.")["violations"] == []
-    assert judge(start, "MIRA SAYS HELLO TO YOU.")["violations"] == ["start", "avoid"]
+    assert judge(start, "MIRA WENT TO THE PARK.")["violations"] == ["start", "avoid"]
+
+
+def test_graded_helpfulness():
+    # helpful = fluency * (0.4 done + 0.3 mean(constraints met) + 0.3 stops); a count earns 1 - |n - target| / target
+    six = judge(CAPS5, "MIRA WENT TO THE BIG PARK.")  # 6 words for 5: words 1 - 1/5 = 0.8, caps 1.0
+    assert six["violations"] == ["words"] and abs(six["helpful"] - (0.4 + 0.3 * (0.8 + 1.0) / 2 + 0.3)) < 1e-9
+    nine = judge(CAPS5, "MIRA WENT TO THE PARK AND THE BIG MARKET.")  # 9 words: 1 - 4/5 = 0.2
+    assert abs(nine["helpful"] - (0.4 + 0.3 * (0.2 + 1.0) / 2 + 0.3)) < 1e-9 and nine["helpful"] < six["helpful"]
+    broken = judge(CAPS5, "MIRA WENT TO THE PARKUBY.")  # one word of five is not a word of the world: fluency 4/5
+    assert broken["fluent"] == 0.8 and abs(broken["helpful"] - 0.8 * 1.0) < 1e-9
+    rewrite = {"kind": "rewrite", "exact": "Sara owns a knife made of metal.", "max_sentences": 1, "seed": 1234}
+    close = judge(rewrite, "Sara owns a knife made of clay.")  # 6 of 7 words match in order: 2 * 6 / 14
+    assert abs(close["helpful"] - (0.7 * 12 / 14 + 0.3)) < 1e-9 and not close["follows"]
+    assert judge(rewrite, "sARA OWNS A KNIFE MADE OF METAL.")["helpful"] < close["helpful"]  # case counts
 
 
 def test_stopping():
-    assert judge(CAPS5, "MIRA SAYS HELLO TO YOU.", ended=False)["stops"] is False  # cut off: never ended
-    assert judge(CAPS5, "MIRA SAYS HELLO TO YOU. MIRA SAYS HELLO TO YOU.")["stops"] is False  # repeats
+    assert judge(CAPS5, "MIRA WENT TO THE PARK.", ended=False)["stops"] is False  # cut off: never ended
+    assert judge(CAPS5, "MIRA WENT TO THE PARK. MIRA WENT TO THE PARK.")["stops"] is False  # repeats
     rambles = judge(EXTRACT, "Mira, Tom. Then they went home and slept for a long time")
     assert not rambles["stops"]
 
@@ -79,7 +93,7 @@ def test_harmful_prompts():
 
 def test_majority_prefers_the_constraint_meeting_response():
     rng = random.Random(0)
-    good, bad = "MIRA SAYS HELLO TO YOU.", "Mira says hello to you."
+    good, bad = "MIRA WENT TO THE PARK.", "Mira went to the park."
     votes = [[compare(labeler, CAPS5, good, bad, rng) for labeler in TRAIN_LABELERS] for _ in range(200)]
     assert sum(map(sum, votes)) / (200 * len(TRAIN_LABELERS)) > 0.6  # each labeler is noisy...
     assert sum(sum(v) > len(v) / 2 for v in votes) / 200 > 0.75  # ...their majority is right
@@ -89,11 +103,11 @@ def test_majority_prefers_the_constraint_meeting_response():
 
 
 def test_agreement_near_the_paper():
-    pairs = agreement_sample(2000, seed=0)
+    pairs = agreement_sample()  # 2,000 pairs of SFT samples, shipped in data/
     rate = agreement(TRAIN_LABELERS[0], TRAIN_LABELERS[1], pairs, seed=0)
     print(f"agreement between training labelers 0 and 1 on {len(pairs)} pairs: {rate:.1%} (paper: 72.6%)")
     assert 0.70 <= rate <= 0.76
-    clear_cut = [(CAPS5, "MIRA SAYS HELLO TO YOU.", "you idiot")] * 200  # a wide gap leaves little room for noise
+    clear_cut = [(CAPS5, "MIRA WENT TO THE PARK.", "you idiot")] * 200  # a wide gap leaves little room for noise
     assert agreement(TRAIN_LABELERS[0], TRAIN_LABELERS[1], clear_cut) > 0.95
 
 

@@ -1,5 +1,6 @@
 """
-evaluate.py: the statistics by hand, and a whole evaluation of tiny policies on a generated world.
+evaluate.py: the statistics by hand (labelers' and reward-model judge's), and a whole evaluation of tiny policies on a
+generated world (the reward-model judge on real data runs in tests/test_hh_rlhf.py's stage chain).
 
     python -m pytest tests/test_evaluate.py -q
 """
@@ -23,6 +24,28 @@ def test_mean_ci_by_hand():
     var = (0.375 ** 2 + 0.375 ** 2 + 0.625 ** 2 + 0.125 ** 2) / 3
     assert abs(mean - 0.625) < 1e-12
     assert abs(half - 1.96 * math.sqrt(var / 4)) < 1e-12
+
+
+def test_rm_winrate_by_hand():
+    # 4 prompts: the policy wins the 1st (0.9 > 0.1), ties the 2nd (both never ended: the penalty -1.0 each), loses the
+    # 3rd (-0.5 < 0.2), wins the 4th (0.3 > -1.0): outcomes 1, 0.5, 0, 1 -> mean 2.5/4 = 0.625
+    policy, sft = [0.9, -1.0, -0.5, 0.3], [0.1, -1.0, 0.2, -1.0]
+    mean, half = evaluate.rm_winrate(policy, sft)
+    var = (0.375 ** 2 + 0.125 ** 2 + 0.625 ** 2 + 0.375 ** 2) / 3  # deviations of 1, 0.5, 0, 1 from 0.625
+    assert abs(mean - 0.625) < 1e-12
+    assert abs(half - 1.96 * math.sqrt(var / 4)) < 1e-12
+    assert evaluate.rm_winrate(sft, policy)[0] == 1 - 0.625, "swapping the two sides turns wins into losses"
+
+
+def test_rm_scores_last_token_and_penalty():
+    torch.manual_seed(0)
+    rm = GPT(GPTConfig(block_size=32, vocab_size=20, n_layer=1, n_head=2, n_embd=16, head="scalar")).eval()
+    contexts, responses, ended = [[1, 2, 3], [4], [5, 6]], [[7, 19], [8, 9, 10], [11]], [True, False, True]
+    got = evaluate.rm_scores(rm, contexts, responses, ended, -2.5, "cpu", batch_size=2)  # 2 batches, left padding in each
+    with torch.no_grad():  # each row alone, no padding: the scalar head at its last token
+        alone = [rm(torch.tensor([c + r]))[0, -1].item() for c, r in zip(contexts, responses)]
+    assert abs(got[0] - alone[0]) < 1e-5 and abs(got[2] - alone[2]) < 1e-5
+    assert got[1] == -2.5, "a response that never ended gets the penalty, not the RM's score"
 
 
 def test_sequence_logprobs_sum_response_tokens_only():
@@ -56,4 +79,6 @@ def test_whole_evaluation_on_a_generated_world(tmp_path):
     assert abs(results["SFT"]["kl_from_sft"]) < 1e-4, "the SFT policy is its own reference"
     saved = json.load(open(tmp_path / "eval" / "results.json"))
     assert saved["results"]["PPO"]["kl_from_sft"] == results["PPO"]["kl_from_sft"]
-    assert "| PPO |" in open(tmp_path / "eval" / "results.md").read()
+    assert saved["judge"].startswith("simulated labelers")
+    report = open(tmp_path / "eval" / "results.md").read()
+    assert "| PPO |" in report and "judge: simulated labelers" in report

@@ -1,7 +1,8 @@
 """
 data/hh_rlhf/prepare.py: HH-RLHF and TRL-style records to our formats (expected strings written out), skipped
 records counted per reason, the resumable checked download against a local server, and the whole stage chain
-(sft -> reward -> ppo with ptx) from a tiny Hugging Face GPT-2 folder on the converted data. No network.
+(sft -> reward -> ppo with ptx -> evaluate judged by the RM) from a tiny Hugging Face GPT-2 folder on the converted data.
+No network.
 
     python -m pytest tests/test_hh_rlhf.py -q
 """
@@ -275,6 +276,7 @@ def test_cache_is_model_cache():
 
 def test_stage_chain_from_hf_gpt2(tmp_path, hh_cache):
     transformers = pytest.importorskip("transformers")
+    import evaluate
     import ppo
     import reward
     import sft
@@ -304,3 +306,25 @@ def test_stage_chain_from_hf_gpt2(tmp_path, hh_cache):
               "--max_new_tokens", "8", "--ptx_batch_size", "1", "--sample_interval", "0", "--out_dir", str(tmp_path / "ppo"), "--device", "cpu"])
     final = load_checkpoint(str(tmp_path / "ppo" / "model.pt"))
     assert final["iteration"] == 2 and final["tokenizer"] == "gpt2"
+
+    # real data has no simulated labelers: the RM judges (here the RM PPO trained against, which the report must flag)
+    rm = str(tmp_path / "rm" / "model.pt")
+    results = evaluate.main(["--judge", "rm", "--rm", rm, "--test_prompts", d("test_prompts"), "--base", str(tmp_path / "hf"),
+                             "--sft", str(tmp_path / "sft" / "model.pt"), "--ppo", "", "--ppo_ptx", str(tmp_path / "ppo" / "model.pt"),
+                             "--corpus_val", str(ptx), "--nlp_task", "", "--max_new_tokens", "4", "--missing_eot_penalty", "-2.5",
+                             "--out_dir", str(tmp_path / "eval"), "--device", "cpu"])
+    assert list(results) == ["GPT", "SFT", "PPO-ptx"], "no GPT-prompted row: the few-shot prefix is the world's"
+    for name, r in results.items():
+        assert set(r) == {"n", "winrate_rm", "winrate_rm_ci", "rm_score", "rm_score_ci", "ended", "response_tokens", "kl_from_sft",
+                          "corpus_loss", "params"}, name
+        assert r["n"] == 2 and 0 <= r["winrate_rm"] <= 1 and r["corpus_loss"] > 0
+        # 4 tokens of a tiny near-random 50,257-token model never reach <|endoftext|>: every response, SFT's too, scores the
+        # penalty, so each prompt is a tie (win rate exactly ½, no spread) and the mean RM score is the penalty itself
+        assert r["ended"] == 0 and r["rm_score"] == -2.5 and r["winrate_rm"] == 0.5 and r["winrate_rm_ci"] == 0, name
+    assert abs(results["SFT"]["kl_from_sft"]) < 1e-4, "the SFT policy is its own reference"
+    saved = json.load(open(tmp_path / "eval" / "results.json"))
+    assert saved["judge"] == f"reward model {rm} (not human or simulated labelers)"
+    assert saved["results"]["PPO-ptx"]["winrate_rm"] == results["PPO-ptx"]["winrate_rm"]
+    report = open(tmp_path / "eval" / "results.md").read()
+    assert f"judge: reward model {rm} (not human or simulated labelers)" in report and "win rate vs SFT (RM judge)" in report
+    assert "Caution: PPO-ptx trained against this same RM" in report and "held-out labelers" not in report

@@ -183,8 +183,8 @@ def main(argv=None):
         for i in range(rank * micro, len(examples), micro * world_size):
             x, y = collate(examples[i:i + micro], eot, device)
             with ctx:
-                logits = model(x)
-            totals += torch.stack([masked_lm_loss(logits, y, 1.0), (y >= 0).sum().float()])
+                logits = model(x, keep=y >= 0)
+            totals += torch.stack([masked_lm_loss(logits, y[y >= 0], 1.0), (y >= 0).sum().float()])
         if ddp:
             dist.all_reduce(totals)
         model.train()
@@ -231,9 +231,9 @@ def main(argv=None):
             if ddp:
                 model.require_backward_grad_sync = k == grad_accum - 1
             with ctx:
-                logits = model(x)
+                logits = model(x, keep=y >= 0)  # (N, V): response positions only
                 # DDP averages gradients over ranks; scaling by world_size turns that average back into the global sum / n_tokens
-                loss = masked_lm_loss(logits, y, n_tokens) * world_size
+                loss = masked_lm_loss(logits, y[y >= 0], n_tokens) * world_size
             (scaler.scale(loss) if scaler else loss).backward()
             loss_sum += loss.item() / world_size
             tokens_seen += x.numel()

@@ -130,8 +130,8 @@ if args.only in (None, "sft"):
         batch = examples[(i % n_steps) * B:(i % n_steps + 1) * B]
         n_tokens = sum(len(ids) - max(n_prompt, 1) for ids, n_prompt in batch)
         x, y = sft.collate(batch, EOT, device)
-        logits = sft_model(x)
-        loss = sft.masked_lm_loss(logits, y, n_tokens)
+        logits = sft_model(x, keep=y >= 0)  # as sft.py: the unembedding on response positions only
+        loss = sft.masked_lm_loss(logits, y[y >= 0], n_tokens)
         loss.backward()
         check_finite(loss.item(), i, "-")
         optimizer_step(sft_model, sft_opt, None, sft_defaults.grad_clip)

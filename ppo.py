@@ -33,7 +33,7 @@ parser.add_argument("--ptx_data", default="data/world/corpus_train.txt", help="p
 parser.add_argument("--policy", default="out/sft/model.pt", help="the SFT checkpoint (LM head): the initial policy and the frozen reference π_SFT of the KL penalty")
 parser.add_argument("--rm", default="out/rm/model.pt", help="the reward-model checkpoint (scalar head, normalised): scores responses; the value function starts from it (paper)")
 # rollouts: the bandit environment
-parser.add_argument("--iterations", type=int, default=80, help="PPO iterations: each samples a rollout batch, scores it, then updates on it")
+parser.add_argument("--iterations", type=int, default=50, help="PPO iterations: each samples a rollout batch, scores it, then updates on it (50 on the default world: past it the held-out labelers' win rate fell while the RM score kept rising; README, Over-optimization)")
 parser.add_argument("--batch_size", type=int, default=64, help="rollouts (prompts, one response each) per iteration over all processes")
 parser.add_argument("--max_new_tokens", type=int, default=48, help="response length limit in tokens (<|endoftext|> included)")
 parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (> 0); every log-prob (policy, old, reference) is taken at it")
@@ -62,7 +62,7 @@ parser.add_argument("--ptx_batch_size", type=int, default=8, help="pretraining s
 # output
 parser.add_argument("--sample_interval", type=int, default=10, help="print a few sampled responses with score / kl / total every this many iterations (0: never)")
 parser.add_argument("--num_samples", type=int, default=3, help="how many responses to print at each --sample_interval")
-parser.add_argument("--save_interval", type=int, default=25, help="every this many iterations (and at the end) write last.pt (resume), model.pt and iter<N>.pt (the policy alone)")
+parser.add_argument("--save_interval", type=int, default=10, help="every this many iterations (and at the end) write last.pt (resume), model.pt and iter<N>.pt (the policy alone)")
 parser.add_argument("--out_dir", default="out/ppo", help="writes last.pt, model.pt (the policy, loadable like an SFT checkpoint), iter<N>.pt, log.jsonl")
 parser.add_argument("--resume", action="store_true", help="continue from out_dir/last.pt: policy, value, both optimizers, iteration, β and RNG")
 parser.add_argument("--seed", type=int, default=1337, help="seed of prompt order, sampling, minibatches and pretraining batches")

@@ -11,15 +11,17 @@ which has no simulated labelers, a reward model judges instead (--judge rm): win
     python evaluate.py --judge rm --rm out/hh-rm-judge/model.pt --test_prompts data/hh_rlhf/test_prompts.jsonl \
         --base gpt2 --sft out/hh-sft/model.pt --ppo '' --ppo_ptx out/hh-ppo-ptx/model.pt \
         --corpus_val '' --nlp_task '' --max_new_tokens 128 --device cuda --out_dir out/hh-eval   # real data: data/README.md
+    python evaluate.py --curve out/ppo --curve out/ppo-ptx --out_dir out/curve   # over-optimization along each PPO run
 
 Writes <out_dir>/results.md (the table, also printed), results.json (every number) and, when
-matplotlib is installed (requirements-dev.txt), figure1.png.
+matplotlib is installed (requirements-dev.txt), figure1.png. With --curve: curve.md, curve.json and curve.png instead.
 """
 import argparse
 import json
 import math
 import os
 import random
+import re
 import sys
 import time
 
@@ -36,20 +38,22 @@ parser.add_argument("--corpus_val", default=None, help="held-out pretraining tex
 parser.add_argument("--nlp_task", default=None, help="the public NLP task of the 'zero-shot QA acc' column ('': no column) [default: <world>/nlp_task.jsonl]")
 # the judge
 parser.add_argument("--judge", choices=["labelers", "rm"], default="labelers", help="who compares responses: the default world's simulated labelers, or a reward model (--rm; real data has no labelers)")
-parser.add_argument("--rm", default=None, help="with --judge rm: the reward model that judges (scalar head, the SFT's tokenizer). Judging PPO with the RM it was trained against overstates its gains (PPO optimised that RM, its errors included): prefer a second RM trained on a disjoint split of the comparisons")
-parser.add_argument("--missing_eot_penalty", type=float, default=-1.0, help="with --judge rm: the score, instead of the RM's, of a response that never emits <|endoftext|> within --max_new_tokens (as ppo.py)")
+parser.add_argument("--rm", default=None, help="with --judge rm: the reward model that judges (scalar head, the SFT's tokenizer). Judging PPO with the RM it was trained against overstates its gains (PPO optimised that RM, its errors included): prefer a second RM trained on a disjoint split of the comparisons. With --curve: the proxy RM of a run whose model.pt names none [default: out/rm/model.pt]")
+parser.add_argument("--missing_eot_penalty", type=float, default=-1.0, help="with --judge rm: the score, instead of the RM's, of a response that never emits <|endoftext|> within --max_new_tokens (as ppo.py); with --curve, also the proxy's, for a run whose model.pt records none")
 # the policies
 parser.add_argument("--base", default="out/base/model.pt", help="the pretrained base: the 'GPT' row, and with the labelers' few-shot prefix the 'GPT-prompted' row; a .pt checkpoint, or a GPT-2 name / Hugging Face folder ('': no row)")
 parser.add_argument("--sft", default="out/sft/model.pt", help="the SFT baseline every win rate is measured against")
 parser.add_argument("--ppo", default="out/ppo/model.pt", help="the PPO policy (skipped when missing)")
 parser.add_argument("--ppo_ptx", default="out/ppo-ptx/model.pt", help="the PPO-ptx policy (skipped when missing)")
 parser.add_argument("--policy", action="append", default=[], metavar="NAME=PATH", help="another policy to evaluate as a row (repeatable)")
+parser.add_argument("--curve", action="append", default=[], metavar="RUN_DIR", help="instead of the table, the over-optimization curve of a ppo.py run (repeatable; curve.md/json/png): at --sft (iteration 0) and each RUN_DIR/iter<N>.pt, "
+                    "the KL from SFT, the proxy score (mean score by the run's own RM: the --rm in RUN_DIR/model.pt's saved args, as iter<N>.pt records none; else this --rm, else out/rm/model.pt) and the judge's win rate vs SFT")
 # sampling and output
 parser.add_argument("--n_prompts", type=int, default=0, help="evaluate on the first N test prompts (0: all)")
 parser.add_argument("--max_new_tokens", type=int, default=48, help="response length limit")
 parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature of every policy")
 parser.add_argument("--seed", type=int, default=1234, help="seed of the samples and of the labelers' noise")
-parser.add_argument("--out_dir", default="out/eval", help="where results.md, results.json and figure1.png go")
+parser.add_argument("--out_dir", default="out/eval", help="where results.md, results.json and figure1.png (with --curve: curve.md, curve.json, curve.png) go")
 parser.add_argument("--device", default="cpu", help="where the policies run")
 
 
@@ -163,6 +167,28 @@ def load_policy(path, device):
     return model_from_checkpoint(ckpt, device).eval(), ckpt
 
 
+def load_rm(path, args, sft_ckpt, prompts):
+    """A reward model (the judge, or a run's proxy RM), with the checks ppo.py makes of its RM."""
+    rm_ckpt = load_checkpoint(path, args.device)
+    if rm_ckpt["model_config"].get("head") != "scalar":
+        raise SystemExit(f"error: {path} is a language model checkpoint (LM head); --rm needs a reward model (python reward.py)")
+    if rm_ckpt.get("tokenizer") != sft_ckpt["tokenizer"]:
+        raise SystemExit(f"error: {path} uses tokenizer {rm_ckpt.get('tokenizer')} but {args.sft} uses {sft_ckpt['tokenizer']}")
+    rm = model_from_checkpoint(rm_ckpt, args.device).eval()
+    if max(map(len, prompts)) + args.max_new_tokens > rm.config.block_size:
+        raise SystemExit(f"error: {path}: a test prompt and {args.max_new_tokens} response tokens do not fit in its "
+                         f"{rm.config.block_size}-token context")
+    return rm
+
+
+def markdown_table(rows, cols, heads=("policy",)):
+    """rows: (leading cells, numbers); cols: (title, key, format), the format's second value being numbers[key + '_ci']."""
+    lines = ["| " + " | ".join(list(heads) + [c[0] for c in cols]) + " |", "|---" * (len(heads) + len(cols)) + "|"]
+    for lead, r in rows:
+        lines.append("| " + " | ".join(list(lead) + [fmt.format(r[key], r.get(key + "_ci", 0)) for _, key, fmt in cols]) + " |")
+    return "\n".join(lines)
+
+
 # -----------------------------------------------------------------------------
 # the run
 
@@ -192,35 +218,15 @@ def main(argv=None):
     rng = random.Random(args.seed)
     torch.manual_seed(args.seed)
 
-    policies = [("GPT", args.base, "")]
-    if args.judge == "labelers":  # the few-shot prefix is written in the world's task phrasing
-        from data.world import few_shot_prefix
-        policies.append(("GPT-prompted", args.base, few_shot_prefix()))
-    policies += [("SFT", args.sft, ""), ("PPO", args.ppo, ""), ("PPO-ptx", args.ppo_ptx, "")]
-    policies += [(spec.split("=", 1)[0], spec.split("=", 1)[1], "") for spec in args.policy]
-    found = lambda path: os.path.exists(path) or path in GPT2_SIZES
-    policies = [p for p in policies if p[0] == "SFT" or found(p[1])]
-    missing = [n for n, p in (("GPT", args.base), ("PPO", args.ppo), ("PPO-ptx", args.ppo_ptx)) if p and not found(p)]
-    if missing:
-        print(f"note: no checkpoint for {', '.join(missing)}; those rows are skipped")
-
     sft_ckpt = load_checkpoint(args.sft, device)
     sft = model_from_checkpoint(sft_ckpt, device).eval()
     enc = get_tokenizer(sft_ckpt["tokenizer"])
     eot = enc.eot_token
     prompts = [enc.encode_ordinary(r["prompt"]) for r in records]
-    val_docs = read_documents(args.corpus_val) if args.corpus_val else None
-    nlp_items = read_jsonl(args.nlp_task, ["prompt", "answer"]) if args.nlp_task else None
-    if args.judge == "rm":  # the checks ppo.py makes of its RM
-        rm_ckpt = load_checkpoint(args.rm, device)
-        if rm_ckpt["model_config"].get("head") != "scalar":
-            raise SystemExit(f"error: {args.rm} is a language model checkpoint (LM head); --rm needs a reward model (python reward.py)")
-        if rm_ckpt.get("tokenizer") != sft_ckpt["tokenizer"]:
-            raise SystemExit(f"error: {args.rm} uses tokenizer {rm_ckpt.get('tokenizer')} but {args.sft} uses {sft_ckpt['tokenizer']}")
-        rm = model_from_checkpoint(rm_ckpt, device).eval()
-        if max(map(len, prompts)) + args.max_new_tokens > rm.config.block_size:
-            raise SystemExit(f"error: {args.rm}: a test prompt and {args.max_new_tokens} response tokens do not fit in its "
-                             f"{rm.config.block_size}-token context")
+    val_docs = read_documents(args.corpus_val) if args.corpus_val and not args.curve else None
+    nlp_items = read_jsonl(args.nlp_task, ["prompt", "answer"]) if args.nlp_task and not args.curve else None
+    if args.judge == "rm":
+        rm = load_rm(args.rm, args, sft_ckpt, prompts)
         judge = f"reward model {args.rm} (not human or simulated labelers)"
     else:
         judge = "simulated labelers of data/labelers.py (win rate and scores: the held-out group)"
@@ -244,20 +250,18 @@ def main(argv=None):
     sft_responses, sft_texts, sft_ended = sample(sft, prompts, args.seed)
     if args.judge == "rm":
         sft_scores = rm_scores(rm, prompts, sft_responses, sft_ended, args.missing_eot_penalty, device)
-    results, own_rm = {}, []
-    for name, path, prefix in policies:
-        model, meta = load_policy(path, device)
+
+    def measure(name, model, meta, seed, prefix="", proxy=None):
+        """One policy's numbers: its responses to the test prompts (after a few-shot prefix, if any) judged against SFT's,
+        its KL from SFT (the sampled estimate E_y~π[log π(y|x) - log π_SFT(y|x)]) and, given proxy = (RM, penalty), that RM's mean score."""
         if meta.get("tokenizer") != sft_ckpt["tokenizer"]:
-            raise SystemExit(f"error: {name}: {path} uses tokenizer {meta.get('tokenizer')} but {args.sft} uses {sft_ckpt['tokenizer']}")
-        used = meta.get("args", {})  # PPO's args name the RM it optimised; SFT's the RM it was selected by, if --select_by rm
-        if args.judge == "rm" and used.get("select_by", "rm") == "rm" and os.path.realpath(used.get("rm") or "") == os.path.realpath(args.rm):
-            own_rm.append(name)
+            raise SystemExit(f"error: {name} uses tokenizer {meta.get('tokenizer')} but {args.sft} uses {sft_ckpt['tokenizer']}")
         prefix_ids = enc.encode_ordinary(prefix)
         contexts = [prefix_ids + p for p in prompts]
         if max(map(len, contexts)) + args.max_new_tokens > model.config.block_size:
             raise SystemExit(f"error: {name}: a test prompt{' with the few-shot prefix' if prefix else ''} leaves no room for "
                              f"{args.max_new_tokens} response tokens in the {model.config.block_size}-token context")
-        responses, texts, ended = sample(model, contexts, args.seed + 1 + len(results))
+        responses, texts, ended = sample(model, contexts, seed)
         kl = [a - b for a, b in zip(sequence_logprobs(model, contexts, responses, device),
                                     sequence_logprobs(sft, prompts, responses, device))]
         r = {"n": len(records)}
@@ -267,32 +271,90 @@ def main(argv=None):
             scores = rm_scores(rm, prompts, responses, ended, args.missing_eot_penalty, device)
             r["winrate_rm"], r["winrate_rm_ci"] = rm_winrate(scores, sft_scores)
             r["rm_score"], r["rm_score_ci"] = mean_ci(scores)
+        if proxy:
+            r["proxy_rm_score"], r["proxy_rm_score_ci"] = mean_ci(rm_scores(proxy[0], prompts, responses, ended, proxy[1], device))
         r["ended"] = sum(ended) / len(ended)
         r["response_tokens"] = sum(map(len, responses)) / len(responses)
         r["kl_from_sft"] = sum(kl) / len(kl)
+        if args.judge == "labelers":
+            line = f"win rate vs SFT {r['winrate_heldout']:.3f} ± {r['winrate_heldout_ci']:.3f} | likert {r['likert']:.2f}"
+        else:
+            line = f"RM-judged win rate vs SFT {r['winrate_rm']:.3f} ± {r['winrate_rm_ci']:.3f} | RM score {r['rm_score']:.3f}"
+        line += f" | proxy RM score {r['proxy_rm_score']:.3f}" if proxy else ""
+        print(f"{name}: {line} | kl {r['kl_from_sft']:.2f} | {time.time() - t0:.0f}s", flush=True)
+        return r
+
+    if args.curve:  # Gao et al. (2022): along a PPO run the proxy RM's score keeps rising with √KL; does the judge's verdict?
+        curves, rms = {}, {}
+        for run_dir in args.curve:
+            names = os.listdir(run_dir) if os.path.isdir(run_dir) else []
+            iters = sorted((int(f[4:-3]), os.path.join(run_dir, f)) for f in names if re.fullmatch(r"iter\d+\.pt", f))
+            if not iters:
+                raise SystemExit(f"error: --curve {run_dir}: no iter<N>.pt checkpoints there (ppo.py writes one every --save_interval)")
+            final = os.path.join(run_dir, "model.pt")  # the same run's policy with its args; iter<N>.pt holds the policy alone
+            run_args = load_checkpoint(final, device).get("args", {}) if os.path.exists(final) else {}
+            if run_args.get("policy") and os.path.realpath(run_args["policy"]) != os.path.realpath(args.sft):
+                print(f"note: {run_dir} started from {run_args['policy']}, not --sft {args.sft}: its KL and win rates are measured from --sft")
+            rm_path = run_args.get("rm") or args.rm or "out/rm/model.pt"
+            if rm_path not in rms:
+                rms[rm_path] = load_rm(rm_path, args, sft_ckpt, prompts)
+            proxy = (rms[rm_path], run_args.get("missing_eot_penalty", args.missing_eot_penalty))  # the score PPO maximised
+            points = []
+            for n, path in [(0, args.sft)] + iters:  # one seed for every checkpoint: common random numbers along the run
+                model, meta = (sft, sft_ckpt) if n == 0 else load_policy(path, device)
+                r = measure(f"{run_dir} iter{n}", model, meta, args.seed + 1, proxy=proxy)
+                points.append({"iter": n, "path": path, "sqrt_kl": math.sqrt(max(r["kl_from_sft"], 0.0)), **r})
+            curves[run_dir] = {"rm": rm_path, "points": points}
+        gold = [LABELER_COLUMNS[0], LABELER_COLUMNS[2]] if args.judge == "labelers" else RM_COLUMNS[:1]
+        cols = [("√KL", "sqrt_kl", "{:.2f}"), ("KL from SFT (nats)", "kl_from_sft", "{:.2f}"),
+                ("proxy: run's RM score", "proxy_rm_score", "{:.3f} ± {:.3f}")] + gold + [("ends with eot", "ended", "{:.1%}")]
+        table = markdown_table([((run, str(p["iter"])), p) for run, c in curves.items() for p in c["points"]], cols, ("run", "iteration"))
+        note = (f"judge: {judge}\n\n{len(records)} test prompts ({test_path}), seed {args.seed}, temperature {args.temperature}; "
+                f"iteration 0 is --sft {args.sft}, the rest each run's iter<N>.pt. Proxy: mean score of the run's own RM "
+                f"({', '.join(sorted(set(c['rm'] for c in curves.values())))}) on the same responses, a response without <|endoftext|> "
+                "scoring the run's penalty; win rate vs an SFT sample, ties count half; ± is a 95% confidence interval.")
+        print("\n" + table + "\n\n" + note)
+        os.makedirs(args.out_dir, exist_ok=True)
+        with open(os.path.join(args.out_dir, "curve.md"), "w") as f:
+            f.write(table + "\n\n" + note + "\n")
+        with open(os.path.join(args.out_dir, "curve.json"), "w") as f:
+            json.dump({"judge": judge, "args": vars(args), "curves": curves}, f, indent=1)
+        judged_by = "held-out labelers" if args.judge == "labelers" else "reward-model judge"
+        plot_curve(curves, os.path.join(args.out_dir, "curve.png"), gold[0][1], judged_by)
+        return curves
+
+    policies = [("GPT", args.base, "")]
+    if args.judge == "labelers":  # the few-shot prefix is written in the world's task phrasing
+        from data.world import few_shot_prefix
+        policies.append(("GPT-prompted", args.base, few_shot_prefix()))
+    policies += [("SFT", args.sft, ""), ("PPO", args.ppo, ""), ("PPO-ptx", args.ppo_ptx, "")]
+    policies += [(spec.split("=", 1)[0], spec.split("=", 1)[1], "") for spec in args.policy]
+    found = lambda path: os.path.exists(path) or path in GPT2_SIZES
+    policies = [p for p in policies if p[0] == "SFT" or found(p[1])]
+    missing = [n for n, p in (("GPT", args.base), ("PPO", args.ppo), ("PPO-ptx", args.ppo_ptx)) if p and not found(p)]
+    if missing:
+        print(f"note: no checkpoint for {', '.join(missing)}; those rows are skipped")
+
+    results, own_rm = {}, []
+    for name, path, prefix in policies:
+        model, meta = load_policy(path, device)
+        used = meta.get("args", {})  # PPO's args name the RM it optimised; SFT's the RM it was selected by, if --select_by rm
+        if args.judge == "rm" and used.get("select_by", "rm") == "rm" and os.path.realpath(used.get("rm") or "") == os.path.realpath(args.rm):
+            own_rm.append(name)
+        r = measure(f"{name} ({path})", model, meta, args.seed + 1 + len(results), prefix)
         if val_docs:
             r["corpus_loss"] = corpus_loss(model, val_docs, eot, enc, device, model.config.block_size)
         if nlp_items:
             r["nlp_task_acc"] = zero_shot_accuracy(model, nlp_items, enc, device)
         r["params"] = model.num_params()
         results[name] = r
-        if args.judge == "labelers":
-            print(f"{name}: win rate vs SFT {r['winrate_heldout']:.3f} ± {r['winrate_heldout_ci']:.3f} | "
-                  f"likert {r['likert']:.2f} | kl {r['kl_from_sft']:.2f} | {time.time() - t0:.0f}s", flush=True)
-        else:
-            print(f"{name}: RM-judged win rate vs SFT {r['winrate_rm']:.3f} ± {r['winrate_rm_ci']:.3f} | "
-                  f"RM score {r['rm_score']:.3f} | kl {r['kl_from_sft']:.2f} | {time.time() - t0:.0f}s", flush=True)
 
     # the report
     cols = (LABELER_COLUMNS if args.judge == "labelers" else RM_COLUMNS) + [("KL from SFT (nats)", "kl_from_sft", "{:.2f}")]
     cols += [("held-out corpus loss", "corpus_loss", "{:.4f}")] if val_docs else []
     cols += [("zero-shot QA acc", "nlp_task_acc", "{:.1%}")] if nlp_items else []
     cols += [("ends with eot", "ended", "{:.1%}"), ("response tokens", "response_tokens", "{:.1f}")]
-    lines = ["| policy | " + " | ".join(c[0] for c in cols) + " |", "|---" * (len(cols) + 1) + "|"]
-    for name, r in results.items():
-        cells = [fmt.format(r[key], r.get(key + "_ci", 0)) for _, key, fmt in cols]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    table = "\n".join(lines)
+    table = markdown_table([((name,), r) for name, r in results.items()], cols)
     if args.judge == "labelers":
         how = "Win rate: the held-out labelers' preference for the policy's response over the SFT model's"
     else:
@@ -316,12 +378,8 @@ def main(argv=None):
 
 def plot(results, path, key="winrate_heldout", judge="held-out labelers"):
     """Figure 1: win rate against SFT (results[...][key], judged by `judge`) vs model size, one line per method (one point per size)."""
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib is not installed (pip install -r requirements-dev.txt): no figure")
+    plt = pyplot()
+    if plt is None:
         return
     fig, ax = plt.subplots(figsize=(5, 4))
     methods = {}
@@ -340,6 +398,39 @@ def plot(results, path, key="winrate_heldout", judge="held-out labelers"):
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     print(f"wrote {path}")
+
+
+def plot_curve(curves, path, key="winrate_heldout", judge="held-out labelers"):
+    """Gao et al. (2022)'s over-optimization figure: the proxy RM's score (left) and the judge's win rate against SFT (right)
+    vs √(KL from SFT), one line per run, one point per checkpoint."""
+    plt = pyplot()
+    if plt is None:
+        return
+    fig, (proxy, gold) = plt.subplots(1, 2, figsize=(9, 4))
+    for run, c in curves.items():
+        xs = [p["sqrt_kl"] for p in c["points"]]
+        for ax, k in ((proxy, "proxy_rm_score"), (gold, key)):
+            ax.errorbar(xs, [p[k] for p in c["points"]], yerr=[p[k + "_ci"] for p in c["points"]], marker="o", capsize=3, label=run)
+    gold.axhline(0.5, color="gray", lw=0.5)
+    for ax, label in ((proxy, "proxy: mean score of the run's own RM"), (gold, f"win rate against SFT ({judge})")):
+        ax.set_xlabel("√(KL from SFT), √nats")
+        ax.set_ylabel(label)
+    proxy.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    print(f"wrote {path}")
+
+
+def pyplot():
+    """matplotlib.pyplot drawing to files, or None (with a note) when matplotlib is not installed."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed (pip install -r requirements-dev.txt): no figure")
+        return None
+    return plt
 
 
 if __name__ == "__main__":

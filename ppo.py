@@ -433,7 +433,7 @@ def main(argv=None):
         if not master:
             return
         meta = dict(tokenizer=tokenizer, iteration=iteration, args=vars(args))
-        save_checkpoint(os.path.join(args.out_dir, f"iter{iteration}.pt"), raw_policy, tokenizer=tokenizer, iteration=iteration)
+        save_checkpoint(os.path.join(args.out_dir, f"iter{iteration}.pt"), raw_policy, **meta)  # args: evaluate --curve reads the RM
         save_checkpoint(os.path.join(args.out_dir, "model.pt"), raw_policy, **meta)
         save_checkpoint(os.path.join(args.out_dir, "last.pt"), raw_policy, policy_opt, **meta, beta=beta, rng=rng_state(),
                         value={"model": raw_value.state_dict(), "model_config": asdict(raw_value.config)},

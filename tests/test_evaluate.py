@@ -1,6 +1,7 @@
 """
 evaluate.py: the statistics by hand (labelers' and reward-model judge's), and a whole evaluation of tiny policies on a
-generated world (the reward-model judge on real data runs in tests/test_hh_rlhf.py's stage chain).
+generated world (the reward-model judge on real data runs in tests/test_hh_rlhf.py's stage chain), and the
+over-optimization curve (--curve) of a tiny PPO run directory.
 
     python -m pytest tests/test_evaluate.py -q
 """
@@ -10,6 +11,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 import torch
 
 ROOT = os.path.join(os.path.dirname(__file__), "..")
@@ -60,9 +62,15 @@ def test_sequence_logprobs_sum_response_tokens_only():
         assert abs(g - expected) < 1e-5
 
 
-def test_whole_evaluation_on_a_generated_world(tmp_path):
-    world = tmp_path / "world"
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """The default world, generated once for the tests that run evaluate.main on it."""
+    world = tmp_path_factory.mktemp("eval") / "world"
     subprocess.run([sys.executable, "data/world.py", "--out", str(world)], cwd=ROOT, check=True, capture_output=True)
+    return world
+
+
+def test_whole_evaluation_on_a_generated_world(tmp_path, world):
     torch.manual_seed(0)
     paths = {}
     for name in ("base", "sft", "ppo"):
@@ -82,3 +90,29 @@ def test_whole_evaluation_on_a_generated_world(tmp_path):
     assert saved["judge"].startswith("simulated labelers")
     report = open(tmp_path / "eval" / "results.md").read()
     assert "| PPO |" in report and "judge: simulated labelers" in report
+
+
+def test_over_optimization_curve_on_a_generated_world(tmp_path, world):
+    torch.manual_seed(0)
+    config = dict(block_size=256, vocab_size=2048, n_layer=1, n_head=2, n_embd=16)
+    sft, rm, run = str(tmp_path / "sft.pt"), str(tmp_path / "rm.pt"), tmp_path / "ppo"
+    save_checkpoint(sft, GPT(GPTConfig(**config)), tokenizer="gpt2-2048", step=0)
+    save_checkpoint(rm, GPT(GPTConfig(**config, head="scalar")), tokenizer="gpt2-2048", step=0)
+    for n in (10, 2):  # iter10 sorts before iter2 as text: the curve must order them by number
+        save_checkpoint(str(run / f"iter{n}.pt"), GPT(GPTConfig(**config)), tokenizer="gpt2-2048", iteration=n)
+    # as ppo.py: model.pt carries the run's args (the RM it optimised), iter<N>.pt does not
+    save_checkpoint(str(run / "model.pt"), GPT(GPTConfig(**config)), tokenizer="gpt2-2048", iteration=10, args={"rm": rm, "policy": sft})
+    curves = evaluate.main(["--world", str(world), "--sft", sft, "--curve", str(run), "--n_prompts", "12", "--max_new_tokens", "6",
+                            "--out_dir", str(tmp_path / "curve"), "--device", "cpu"])
+    saved = json.load(open(tmp_path / "curve" / "curve.json"))["curves"][str(run)]
+    assert saved == json.loads(json.dumps(curves[str(run)])), "curve.json holds what main returned"
+    assert saved["rm"] == rm, "the proxy RM is the one the run's model.pt names"
+    points = saved["points"]
+    assert [p["iter"] for p in points] == [0, 2, 10] and points[0]["path"] == sft
+    assert points[0]["kl_from_sft"] == 0.0 and points[0]["sqrt_kl"] == 0.0, "iteration 0 is SFT itself: KL exactly 0"
+    for p in points:
+        assert p["n"] == 12 and 0 <= p["winrate_heldout"] <= 1 and 1 <= p["likert"] <= 7
+        for key in ("kl_from_sft", "sqrt_kl", "proxy_rm_score", "proxy_rm_score_ci", "winrate_heldout_ci"):
+            assert math.isfinite(p[key]), key
+    report = open(tmp_path / "curve" / "curve.md").read()
+    assert f"| {run} | 10 |" in report and "proxy" in report

@@ -30,6 +30,7 @@ parser.add_argument("--demos", default=None, help="demonstrations JSONL {prompt,
 parser.add_argument("--flat_pairs", action="store_true", help="ablation: split every ranking into its C(K,2) pairs and shuffle them as separate examples (the paper found this overfits)")
 # model
 parser.add_argument("--sft", default="out/sft/model.pt", help="the SFT checkpoint the RM starts from (its unembedding is replaced by a scalar head)")
+parser.add_argument("--init_rm", default=None, help="a later round (paper §3.1: steps 2 and 3 iterated): continue training this reward model on the new and old rankings instead of starting from --sft; the shift is set anew at the end")
 parser.add_argument("--dropout", type=float, default=0.0, help="dropout while training the RM")
 # optimisation (paper: one epoch; more overfits)
 parser.add_argument("--epochs", type=int, default=1, help="passes over the training rankings")
@@ -153,6 +154,12 @@ def main(argv=None):
     if args.resume:
         last = load_checkpoint(os.path.join(args.out_dir, "last.pt"), device)
         model, tokenizer = model_from_checkpoint(last, device, args.dropout), last["tokenizer"]
+    elif args.init_rm:
+        init = load_checkpoint(args.init_rm)
+        if init["model_config"].get("head") != "scalar":
+            raise SystemExit(f"error: {args.init_rm} is a language model checkpoint; --init_rm continues a reward model (python reward.py)")
+        model, tokenizer = model_from_checkpoint(init, device, args.dropout), init["tokenizer"]
+        del init
     else:
         sft = load_checkpoint(args.sft)
         if sft["model_config"].get("head") != "lm":
@@ -161,7 +168,7 @@ def main(argv=None):
         del sft
     enc = get_tokenizer(tokenizer)
     block_size = model.config.block_size
-    print0(f"reward model: {model.num_params() / 1e6:.2f}M parameters from {args.sft}, tokenizer {tokenizer}")
+    print0(f"reward model: {model.num_params() / 1e6:.2f}M parameters from {args.init_rm or args.sft}, tokenizer {tokenizer}")
 
     # data
     train, dropped = load_rankings(args.train, enc, block_size, args.flat_pairs)

@@ -151,6 +151,16 @@ def test_lm_checkpoint_where_rm_is_needed_and_back(world):
     assert "not found" in one_line_error(world, "--sft", os.path.join(world["out"], "nope.pt"))
 
 
+def test_init_rm_continues_a_reward_model(world):
+    run(world, "--max_steps", "1")
+    first = load_checkpoint(os.path.join(world["out"], "model.pt"))
+    out2 = world["out"] + "-round2"  # lr 0: the body must be the first RM's exactly; only the head's shift is set anew
+    run(world, "--init_rm", os.path.join(world["out"], "model.pt"), "--max_steps", "1", "--lr", "0", "--out_dir", out2)
+    second = load_checkpoint(os.path.join(out2, "model.pt"))
+    assert all(torch.equal(first["model"][k], v) for k, v in second["model"].items() if k != "score.bias")
+    assert "language model checkpoint" in one_line_error(world, "--init_rm", world["sft"])
+
+
 # --- same engineering as sft.py: exact resume, DDP ----------------------------------------------
 
 def test_resume_equals_uninterrupted(world, monkeypatch):

@@ -635,12 +635,13 @@ def set_rng_state(state):
         torch.cuda.set_rng_state(state["cuda"])
 
 
-def run_log(out_dir, master):
-    """log(record): one progress line on the master ("step 42 | loss 2.31 | ...") and the same record in out_dir/log.jsonl."""
+def run_log(out_dir, master, resume=False):
+    """log(record): one progress line on the master ("step 42 | loss 2.31 | ...") and the same record in
+    out_dir/log.jsonl, which a fresh run starts anew and a resumed one continues."""
     if not master:
         return lambda record: None
     os.makedirs(out_dir, exist_ok=True)
-    f = open(os.path.join(out_dir, "log.jsonl"), "a")
+    f = open(os.path.join(out_dir, "log.jsonl"), "a" if resume else "w")
 
     def log(record):
         print(" | ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in record.items()), flush=True)

@@ -9,6 +9,7 @@ per-token KL penalty to the frozen SFT model. PPO-ptx also mixes pretraining gra
     python ppo.py --resume                                 # continue an interrupted run exactly
 """
 import argparse
+import glob
 import os
 import time
 from contextlib import nullcontext
@@ -426,7 +427,12 @@ def main(argv=None):
     if ddp:
         ids = [torch.device(device).index] if device_type == "cuda" else None
         policy, value = DDP(policy, device_ids=ids), DDP(value, device_ids=ids)
-    log = run_log(args.out_dir, master)
+    log = run_log(args.out_dir, master, args.resume)
+    stale = [] if args.resume or not master else glob.glob(os.path.join(args.out_dir, "iter*.pt"))
+    for path in stale:  # an earlier run's policies would pass for this one's in evaluate.py --curve
+        os.remove(path)
+    if stale:
+        print0(f"removed {len(stale)} iter<N>.pt of an earlier run from {args.out_dir}")
 
     def save(iteration):
         assert_ranks_agree(raw_policy, raw_value)

@@ -208,6 +208,12 @@ def test_ratio_is_one_on_first_minibatch_and_checkpoints(world, capsys):
     r = records[0]
     assert abs(r["reward"] - (r["score"] - r["beta"] * r["kl"])) < 1e-5
     assert abs(r["kl"]) < 1e-5, "the first rollout comes from the SFT policy itself: KL 0"
+    # a fresh run in the same folder starts its log anew and leaves no earlier run's iter<N>.pt behind
+    os.rename(os.path.join(world["out"], "iter2.pt"), os.path.join(world["out"], "iter7.pt"))
+    ppo.main(argv(world, "--iterations", "1"))
+    assert not os.path.exists(os.path.join(world["out"], "iter7.pt"))
+    with open(os.path.join(world["out"], "log.jsonl")) as f:
+        assert [json.loads(line)["iter"] for line in f] == [1]
 
 
 def test_plain_ppo_does_no_pretraining_forward(world, monkeypatch):

@@ -12,6 +12,7 @@ which has no simulated labelers, a reward model judges instead (--judge rm): win
         --base gpt2 --sft out/hh-sft/model.pt --ppo '' --ppo_ptx out/hh-ppo-ptx/model.pt \
         --corpus_val '' --nlp_task '' --max_new_tokens 128 --device cuda --out_dir out/hh-eval   # real data: data/README.md
     python evaluate.py --curve out/ppo --curve out/ppo-ptx --out_dir out/curve   # over-optimization along each PPO run
+    python evaluate.py --size out/sizes/xs --size out/sizes/s --out_dir out/eval-sizes   # Figure 1 over model sizes (data/sizes.sh)
 
 Writes <out_dir>/results.md (the table, also printed), results.json (every number) and, when
 matplotlib is installed (requirements-dev.txt), figure1.png. With --curve: curve.md, curve.json and curve.png instead.
@@ -46,6 +47,8 @@ parser.add_argument("--sft", default="out/sft/model.pt", help="the SFT baseline 
 parser.add_argument("--ppo", default="out/ppo/model.pt", help="the PPO policy (skipped when missing)")
 parser.add_argument("--ppo_ptx", default="out/ppo-ptx/model.pt", help="the PPO-ptx policy (skipped when missing)")
 parser.add_argument("--policy", action="append", default=[], metavar="NAME=PATH", help="another policy to evaluate as a row (repeatable)")
+parser.add_argument("--size", action="append", default=[], metavar="DIR", help="another model size for Figure 1 (repeatable): a folder with base/, sft/, ppo/ and ppo-ptx/ "
+                    "runs of that size (bash data/sizes.sh); its rows are named METHOD@<folder name> and judged against --sft like the others")
 parser.add_argument("--curve", action="append", default=[], metavar="RUN_DIR", help="instead of the table, the over-optimization curve of a ppo.py run (repeatable; curve.md/json/png): at --sft (iteration 0) and each RUN_DIR/iter<N>.pt, "
                     "the KL from SFT, the proxy score (mean score by the run's own RM: the --rm in RUN_DIR/model.pt's saved args, as iter<N>.pt records none; else this --rm, else out/rm/model.pt) and the judge's win rate vs SFT")
 # sampling and output
@@ -214,6 +217,34 @@ def main(argv=None):
     if args.judge == "labelers" and "spec" not in records[0]:
         raise SystemExit(f"error: {records[0]['_where']}: no 'spec': the simulated labelers judge only the world's own prompts "
                          "(on other data: --judge rm --rm PATH)")
+    prefix = None
+    if args.judge == "labelers":  # the few-shot prefix is written in the world's task phrasing
+        from data.world import few_shot_prefix
+        prefix = few_shot_prefix()
+
+    def method_rows(tag, base, sft, ppo, ppo_ptx):
+        """Figure 1's methods at one model size; tag '@<size>' names the rows of a --size folder."""
+        rows = [("GPT" + tag, base, "")] + ([("GPT-prompted" + tag, base, prefix)] if prefix is not None else [])
+        return rows + [("SFT" + tag, sft, ""), ("PPO" + tag, ppo, ""), ("PPO-ptx" + tag, ppo_ptx, "")]
+
+    found = lambda path: os.path.exists(path) or path in GPT2_SIZES
+    policies = method_rows("", args.base, args.sft, args.ppo, args.ppo_ptx)
+    for folder in args.size:
+        if not os.path.isdir(folder):
+            raise SystemExit(f"error: --size {folder}: no such folder (bash data/sizes.sh writes out/sizes/<size>/)")
+        tag = "@" + os.path.basename(os.path.normpath(folder))
+        policies += [row for row in method_rows(tag, *(os.path.join(folder, s, "model.pt") for s in ("base", "sft", "ppo", "ppo-ptx")))
+                     if found(row[1])]
+    for spec in args.policy:
+        name, _, path = spec.partition("=")
+        if not name or not found(path):
+            raise SystemExit(f"error: --policy {spec}: expected NAME=PATH with an existing checkpoint")
+        policies.append((name, path, ""))
+    policies = [p for p in policies if p[0] == "SFT" or found(p[1])]
+    missing = [n for n, p in (("GPT", args.base), ("PPO", args.ppo), ("PPO-ptx", args.ppo_ptx)) if p and not found(p)]
+    if missing and not args.curve:
+        print(f"note: no checkpoint for {', '.join(missing)}; those rows are skipped")
+
     device = args.device
     rng = random.Random(args.seed)
     torch.manual_seed(args.seed)
@@ -323,17 +354,6 @@ def main(argv=None):
         plot_curve(curves, os.path.join(args.out_dir, "curve.png"), gold[0][1], judged_by)
         return curves
 
-    policies = [("GPT", args.base, "")]
-    if args.judge == "labelers":  # the few-shot prefix is written in the world's task phrasing
-        from data.world import few_shot_prefix
-        policies.append(("GPT-prompted", args.base, few_shot_prefix()))
-    policies += [("SFT", args.sft, ""), ("PPO", args.ppo, ""), ("PPO-ptx", args.ppo_ptx, "")]
-    policies += [(spec.split("=", 1)[0], spec.split("=", 1)[1], "") for spec in args.policy]
-    found = lambda path: os.path.exists(path) or path in GPT2_SIZES
-    policies = [p for p in policies if p[0] == "SFT" or found(p[1])]
-    missing = [n for n, p in (("GPT", args.base), ("PPO", args.ppo), ("PPO-ptx", args.ppo_ptx)) if p and not found(p)]
-    if missing:
-        print(f"note: no checkpoint for {', '.join(missing)}; those rows are skipped")
 
     results, own_rm = {}, []
     for name, path, prefix in policies:
@@ -350,7 +370,8 @@ def main(argv=None):
         results[name] = r
 
     # the report
-    cols = (LABELER_COLUMNS if args.judge == "labelers" else RM_COLUMNS) + [("KL from SFT (nats)", "kl_from_sft", "{:.2f}")]
+    cols = [("parameters", "params", "{:,}")] + (LABELER_COLUMNS if args.judge == "labelers" else RM_COLUMNS)
+    cols += [("KL from SFT (nats)", "kl_from_sft", "{:.2f}")]
     cols += [("held-out corpus loss", "corpus_loss", "{:.4f}")] if val_docs else []
     cols += [("zero-shot QA acc", "nlp_task_acc", "{:.1%}")] if nlp_items else []
     cols += [("ends with eot", "ended", "{:.1%}"), ("response tokens", "response_tokens", "{:.1f}")]

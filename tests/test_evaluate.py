@@ -92,6 +92,28 @@ def test_whole_evaluation_on_a_generated_world(tmp_path, world):
     assert "| PPO |" in report and "judge: simulated labelers" in report
 
 
+def test_other_model_sizes_become_rows_named_at_their_folder(tmp_path, world):
+    torch.manual_seed(0)
+    config = dict(block_size=256, vocab_size=2048, n_layer=1, n_head=2)
+    sft = str(tmp_path / "sft.pt")
+    save_checkpoint(sft, GPT(GPTConfig(**config, n_embd=16)), tokenizer="gpt2-2048", step=0)
+    for stage in ("base", "sft"):  # a size folder whose PPO runs are missing: those rows are left out
+        save_checkpoint(str(tmp_path / "xs" / stage / "model.pt"), GPT(GPTConfig(**config, n_embd=8)), tokenizer="gpt2-2048", step=0)
+    common = ["--world", str(world), "--base", "", "--sft", sft, "--ppo", "", "--ppo_ptx", "", "--corpus_val", "", "--nlp_task", "",
+              "--n_prompts", "8", "--max_new_tokens", "4", "--out_dir", str(tmp_path / "eval"), "--device", "cpu"]
+    results = evaluate.main(common + ["--size", str(tmp_path / "xs")])
+    assert list(results) == ["SFT", "GPT@xs", "GPT-prompted@xs", "SFT@xs"]
+    # parameters as nanoGPT counts them (position embeddings left out): token embeddings V·d (tied with the unembedding),
+    # per block 12·d² + 13·d (attention and MLP with biases, two LayerNorms), the final LayerNorm 2·d;
+    # d = 8, one block: 2048·8 + 12·64 + 13·8 + 16 = 17,272
+    assert results["SFT@xs"]["params"] == 2048 * 8 + 12 * 64 + 13 * 8 + 16
+    assert abs(results["SFT@xs"]["kl_from_sft"]) > 1e-3, "a different model than --sft: its KL from it is measured, not zero"
+    with pytest.raises(SystemExit, match="no such folder"):
+        evaluate.main(common + ["--size", str(tmp_path / "nowhere")])
+    with pytest.raises(SystemExit, match="--policy typo=.*NAME=PATH"):
+        evaluate.main(common + ["--policy", f"typo={tmp_path / 'missing.pt'}"])
+
+
 def test_over_optimization_curve_on_a_generated_world(tmp_path, world):
     torch.manual_seed(0)
     config = dict(block_size=256, vocab_size=2048, n_layer=1, n_head=2, n_embd=16)

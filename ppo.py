@@ -378,7 +378,7 @@ def main(argv=None):
     enc = get_tokenizer(tokenizer)
     eot, block_size = enc.eot_token, policy.config.block_size
     print0(f"policy: {policy.num_params() / 1e6:.2f}M parameters, context {block_size}, tokenizer {tokenizer}; "
-           f"value function from {args.rm}; {'PPO-ptx, γ = ' + str(args.ptx_coef) if args.ptx_coef else 'plain PPO'}")
+           f"value function from {os.path.join(args.out_dir, 'last.pt') if last else args.rm}; {'PPO-ptx, γ = ' + str(args.ptx_coef) if args.ptx_coef else 'plain PPO'}")
 
     # -------------------------------------------------------------------------
     # data

@@ -220,8 +220,7 @@ def main(argv=None):
         log(record)
         return record
 
-    if step == 0:
-        validate()
+    final = validate() if step == 0 else None
     model.train()
     t0, seen = time.time(), 0
     while step < max_steps:
@@ -250,7 +249,7 @@ def main(argv=None):
                  "completions/s": round(seen * world_size / dt, 1)})
             t0, seen = time.time(), 0
         if step % args.eval_interval == 0 or step == max_steps:
-            validate()
+            final = validate()
             if master:
                 save_checkpoint(os.path.join(args.out_dir, "last.pt"), raw_model, optimizer, tokenizer=tokenizer, step=step,
                                 args=vars(args), rng=rng_state())
@@ -274,7 +273,8 @@ def main(argv=None):
     with torch.no_grad():
         raw_model.score.bias += shift  # r ← r + shift: stored in the head, so every user of the RM sees the normalised score
     demo_r, sample_r = score(demo_seqs), score(sample_seqs)
-    final = validate()
+    if final is None or final["step"] != step:  # a resumed run that had already finished; the metrics are shift-invariant
+        final = validate()
     if master:
         save_checkpoint(os.path.join(args.out_dir, "model.pt"), raw_model, tokenizer=tokenizer, step=step, args=vars(args),
                         normalizing_shift=shift.item(), metrics=final)

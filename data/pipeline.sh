@@ -13,3 +13,4 @@ python reward.py                                     # step 2b: reward model, eq
 python ppo.py --ptx_coef 0 --out_dir out/ppo         # step 3: PPO -> out/ppo/model.pt
 python ppo.py --out_dir out/ppo-ptx                  # step 3: PPO-ptx -> out/ppo-ptx/model.pt
 python evaluate.py --seed "$SEED"                    # Figure 1 at toy scale -> out/eval/results.md
+echo "pipeline.sh: done in $((SECONDS / 60)) min $((SECONDS % 60)) s"

@@ -15,3 +15,4 @@ python reward.py --init_rm out/rm/model.pt --train data/world/rm_rounds_train.js
 rm -rf out/ppo-round2 && cp -r out/ppo out/ppo-round2   # the round-1 run's last.pt: policy, value, optimizers, iteration
 python ppo.py --ptx_coef 0 --resume --rm out/rm-round2/model.pt --iterations 100 --out_dir out/ppo-round2
 python evaluate.py --seed "$SEED" --base '' --ppo_ptx '' --policy PPO-round2=out/ppo-round2/model.pt --out_dir out/eval-rounds
+echo "rounds.sh: done in $((SECONDS / 60)) min $((SECONDS % 60)) s"

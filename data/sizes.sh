@@ -17,3 +17,4 @@ for size in "xs 2 2 32" "s 3 4 64"; do   # name, blocks, heads, width
     python ppo.py --policy "$dir/sft/model.pt" --out_dir "$dir/ppo-ptx"
 done
 python evaluate.py --seed "$SEED" --size out/sizes/xs --size out/sizes/s --out_dir out/eval-sizes
+echo "sizes.sh: done in $((SECONDS / 60)) min $((SECONDS % 60)) s"

@@ -29,10 +29,10 @@ import time
 import torch
 import torch.nn.functional as F
 
-from model import (GPT2_SIZES, from_pretrained, generate, get_tokenizer, left_pad, load_checkpoint, model_from_checkpoint, read_documents,
+from model import (HelpFormatter, GPT2_SIZES, from_pretrained, generate, get_tokenizer, left_pad, load_checkpoint, model_from_checkpoint, read_documents,
                    read_jsonl, rewards_at_last_token, token_logprobs)
 
-parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter)
 parser.add_argument("--world", default="data/world", help="folder of the generated default world")
 parser.add_argument("--test_prompts", default=None, help="test prompts, from users held out of training; the labelers need the world's 'spec' of each task [default: <world>/test_prompts.jsonl]")
 parser.add_argument("--corpus_val", default=None, help="held-out pretraining text for the 'held-out corpus loss' column ('': no column) [default: <world>/corpus_val.txt]")

@@ -4,6 +4,7 @@ Hugging Face GPT-2 loading, the offline tokenizer and checkpoint I/O. Nothing el
 
     from model import GPT, GPTConfig, get_tokenizer, generate, save_checkpoint, load_checkpoint
 """
+import argparse
 import base64
 import functools
 import json
@@ -476,6 +477,12 @@ def from_pretrained(name_or_path, block_size=None, dropout=0.0):
 # -----------------------------------------------------------------------------
 # What every stage script shares: data files with line-numbered errors, compute setup (device,
 # precision, DDP), rewards at the last token, and sampling decoded text.
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """--help lists each flag's default, except where its help already says what the default is ('[default: ...]')."""
+    def _get_help_string(self, action):
+        return action.help if "[default:" in (action.help or "") else super()._get_help_string(action)
+
 
 def read_jsonl(path, required):
     """Records of a JSONL file; a malformed line stops with the file, the line and what is wrong."""

@@ -16,11 +16,11 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from model import (check_finite, compute_init, compute_cleanup, cosine_lr, epoch_batch, get_tokenizer, left_pad, load_checkpoint, model_from_checkpoint, optimizer_step,
+from model import (HelpFormatter, check_finite, compute_init, compute_cleanup, cosine_lr, epoch_batch, get_tokenizer, left_pad, load_checkpoint, model_from_checkpoint, optimizer_step,
                    read_jsonl, rewards_at_last_token, rng_state, run_log, save_checkpoint, scalar_head_model, set_rng_state, wrap_for_training)
 
 # -----------------------------------------------------------------------------
-parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter)
 # data
 parser.add_argument("--world", default="data/world", help="folder of the generated default world (python data/world.py; rankings by python data/collect.py)")
 parser.add_argument("--train", default=None, help="rankings JSONL {prompt, completions: [best, ..., worst]} or {prompt, chosen, rejected} [default: <world>/rm_train.jsonl]")

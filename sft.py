@@ -18,12 +18,12 @@ import torch
 import torch.distributed as dist
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # data.labelers, for the default world's report
-from model import (GPT, GPTConfig, check_finite, compute_init, compute_cleanup, cosine_lr, epoch_batch, from_pretrained, get_tokenizer, left_pad, load_checkpoint,
+from model import (HelpFormatter, GPT, GPTConfig, check_finite, compute_init, compute_cleanup, cosine_lr, epoch_batch, from_pretrained, get_tokenizer, left_pad, load_checkpoint,
                    model_from_checkpoint, optimizer_step, peak_flops, read_documents, read_jsonl, rewards_at_last_token,
                    rng_state, run_log, sample_texts, save_checkpoint, set_rng_state, wrap_for_training)
 
 # -----------------------------------------------------------------------------
-parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter)
 # data
 parser.add_argument("--pretrain", action="store_true", help="pretrain on plain text (loss on every token) instead of SFT on demonstrations")
 parser.add_argument("--train", default=None, help="training data: demonstrations JSONL {prompt, response}; with --pretrain a text file, one document per line [default: the world's sft_train.jsonl / corpus_train.txt]")

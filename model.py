@@ -549,10 +549,14 @@ def compute_init(device="auto", dtype="auto"):
 
 
 def compute_cleanup():
-    """End torchrun's process group. The barrier matters: a rank that tears down gloo while
-    another is still saving can abort ("terminate called without an active exception")."""
+    """End torchrun's process group. Both steps matter, or a rank can abort at exit ("terminate called
+    without an active exception"): the collection frees DDP wrappers the caller deleted but whose
+    reference cycles still hold the group, which would otherwise die with the interpreter; the barrier
+    keeps a rank from tearing down gloo while another is still saving."""
+    import gc
     import torch.distributed as dist
     if dist.is_initialized():
+        gc.collect()
         dist.barrier()
         dist.destroy_process_group()
 

@@ -20,7 +20,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 ROOT = os.path.join(os.path.dirname(__file__), "..")
 sys.path.insert(0, ROOT)
 import ppo  # noqa: E402
-from model import (GPT, GPTConfig, generate, get_tokenizer, load_checkpoint, model_from_checkpoint, save_checkpoint,  # noqa: E402
+from model import (GPT, GPTConfig, compute_cleanup, generate, get_tokenizer, load_checkpoint, model_from_checkpoint, save_checkpoint,  # noqa: E402
                    scalar_head_model)
 
 T, F = True, False  # mask shorthand
@@ -262,8 +262,7 @@ def _ddp_worker(rank, world_dir):
         result["drift_caught"] = True
     if rank == 0:
         torch.save(result, os.path.join(world_dir, "two.pt"))
-    dist.barrier()  # neither rank tears the file store down while the other still uses it
-    dist.destroy_process_group()
+    compute_cleanup()  # as the scripts end: neither rank tears the group down while the other still uses it
 
 
 def test_ddp_update_equals_one_process(world):

@@ -29,7 +29,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from model import (HelpFormatter, GPT2_SIZES, from_pretrained, generate, get_tokenizer, left_pad, load_checkpoint, model_from_checkpoint, read_documents,
+from model import (HelpFormatter, GPT2_SIZES, from_pretrained, generate, get_tokenizer, left_pad, load_checkpoint, load_reward_model, model_from_checkpoint, read_documents,
                    read_jsonl, rewards_at_last_token, token_logprobs)
 
 parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter)
@@ -172,12 +172,7 @@ def load_policy(path, device):
 
 def load_rm(path, args, sft_ckpt, prompts):
     """A reward model (the judge, or a run's proxy RM), with the checks ppo.py makes of its RM."""
-    rm_ckpt = load_checkpoint(path, args.device)
-    if rm_ckpt["model_config"].get("head") != "scalar":
-        raise SystemExit(f"error: {path} is a language model checkpoint (LM head); --rm needs a reward model (python reward.py)")
-    if rm_ckpt.get("tokenizer") != sft_ckpt["tokenizer"]:
-        raise SystemExit(f"error: {path} uses tokenizer {rm_ckpt.get('tokenizer')} but {args.sft} uses {sft_ckpt['tokenizer']}")
-    rm = model_from_checkpoint(rm_ckpt, args.device).eval()
+    rm = model_from_checkpoint(load_reward_model(path, sft_ckpt["tokenizer"], args.sft, args.device), args.device).eval()
     if max(map(len, prompts)) + args.max_new_tokens > rm.config.block_size:
         raise SystemExit(f"error: {path}: a test prompt and {args.max_new_tokens} response tokens do not fit in its "
                          f"{rm.config.block_size}-token context")
@@ -353,7 +348,6 @@ def main(argv=None):
         judged_by = "held-out labelers" if args.judge == "labelers" else "reward-model judge"
         plot_curve(curves, os.path.join(args.out_dir, "curve.png"), gold[0][1], judged_by)
         return curves
-
 
     results, own_rm = {}, []
     for name, path, prefix in policies:

@@ -370,6 +370,16 @@ def load_checkpoint(path, device="cpu"):
         raise SystemExit(f"error: {path} is not a readable checkpoint ({type(e).__name__}: {e})")
 
 
+def load_reward_model(path, tokenizer, policy_path, device="cpu"):
+    """A reward-model checkpoint (scalar head) that can score the policy of policy_path, whose tokenizer it must share."""
+    ckpt = load_checkpoint(path, device)
+    if ckpt["model_config"].get("head") != "scalar":
+        raise SystemExit(f"error: {path} is a language model checkpoint (LM head); --rm needs a reward model (python reward.py)")
+    if ckpt.get("tokenizer") != tokenizer:
+        raise SystemExit(f"error: {path} uses tokenizer {ckpt.get('tokenizer')} but {policy_path} uses {tokenizer}")
+    return ckpt
+
+
 def model_from_checkpoint(ckpt, device="cpu", dropout=None):
     config = GPTConfig(**ckpt["model_config"])
     if dropout is not None:

@@ -21,7 +21,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from model import (check_finite, compute_init, compute_cleanup, generate, get_tokenizer, last_token_index, load_checkpoint, model_from_checkpoint,
+from model import (check_finite, compute_init, compute_cleanup, generate, get_tokenizer, last_token_index, load_checkpoint, load_reward_model, model_from_checkpoint,
                    read_documents, read_jsonl, rewards_at_last_token, rng_state, run_log, sampling_logits, save_checkpoint,
                    set_rng_state, token_logprobs)
 
@@ -363,12 +363,8 @@ def main(argv=None):
     sft = load_checkpoint(args.policy)
     if sft["model_config"].get("head") != "lm":
         raise SystemExit(f"error: {args.policy} is a reward/value checkpoint (scalar head); --policy needs the SFT language model")
-    rm_ckpt = load_checkpoint(args.rm)
-    if rm_ckpt["model_config"].get("head") != "scalar":
-        raise SystemExit(f"error: {args.rm} is a language model checkpoint (LM head); --rm needs a reward model (python reward.py)")
     tokenizer = sft["tokenizer"]
-    if rm_ckpt.get("tokenizer") != tokenizer:
-        raise SystemExit(f"error: {args.rm} uses tokenizer {rm_ckpt.get('tokenizer')} but {args.policy} uses {tokenizer}")
+    rm_ckpt = load_reward_model(args.rm, tokenizer, args.policy)
     ref = model_from_checkpoint(sft, device, dropout=0.0).eval().requires_grad_(False)
     rm = model_from_checkpoint(rm_ckpt, device, dropout=0.0).eval().requires_grad_(False)
     last = load_checkpoint(os.path.join(args.out_dir, "last.pt")) if args.resume else None

@@ -22,7 +22,7 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 from model import get_tokenizer, load_checkpoint, model_from_checkpoint, read_jsonl, sample_texts  # noqa: E402
-from data.labelers import HELDOUT_LABELERS, TRAIN_LABELERS, rank  # noqa: E402
+from data.labelers import HELDOUT_LABELERS, TRAIN_LABELERS, distinct_completions, rank  # noqa: E402
 
 parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
 parser.add_argument("--policy", default="out/sft/model.pt", help="the checkpoint whose samples are ranked")
@@ -59,12 +59,7 @@ dropped = 0
 i = 0
 for n, (record, k) in enumerate(zip(records, ks)):
     group, i = samples[i:i + k], i + k
-    # identical or empty completions say nothing in a ranking; keep each distinct text once
-    completions, ended = [], []
-    for text, e in group:
-        if text.strip() and text not in completions:
-            completions.append(text)
-            ended.append(e)
+    completions, ended = distinct_completions(group)
     if len(completions) < 2:
         dropped += 1
         continue

@@ -223,6 +223,17 @@ def noisy_utility(labeler, judged, rng):
     return utility(labeler, judged) + NOISE * labeler["noise"] * gumbel(rng)
 
 
+def distinct_completions(samples):
+    """(text, ended) samples -> the completions a ranking can use and their ended flags: identical or empty texts say
+    nothing in a ranking (and reward.py refuses them), so each distinct non-empty text is kept once, first come."""
+    completions, ended = [], []
+    for text, e in samples:
+        if text.strip() and text not in completions:
+            completions.append(text)
+            ended.append(e)
+    return completions, ended
+
+
 def rank(labeler, spec, completions, rng, ended=None):
     """The labeler's order of the completions, best first (indices); ended[i] False means completion i
     was cut off (it did not stop)."""

@@ -23,7 +23,7 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 from model import get_tokenizer, load_checkpoint, model_from_checkpoint, read_jsonl, sample_texts  # noqa: E402
-from data.labelers import TRAIN_LABELERS, rank  # noqa: E402
+from data.labelers import TRAIN_LABELERS, distinct_completions, rank  # noqa: E402
 
 parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
 parser.add_argument("--policy", default="out/sft/model.pt", help="the checkpoint whose samples are ranked")
@@ -114,12 +114,7 @@ try:
         k = args.k or rng.randint(args.k_min, args.k_max)
         generator = torch.Generator(args.device).manual_seed(rng.getrandbits(63))
         samples = sample_texts(policy, enc, [prompt] * k, args.max_new_tokens, args.temperature, batch_size=k, generator=generator)
-        # identical or empty completions say nothing in a ranking (and reward.py refuses them): keep each distinct text once
-        completions, ended = [], []
-        for text, e in samples:
-            if text.strip() and text not in completions:
-                completions.append(text)
-                ended.append(e)
+        completions, ended = distinct_completions(samples)
         if len(completions) < 2:
             print(f"prompt {i + 1}: fewer than 2 distinct non-empty completions of {k}, skipped")
             who, order, reason = args.labeler, None, "fewer than 2 distinct completions"

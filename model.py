@@ -11,6 +11,7 @@ import json
 import math
 import os
 import sys
+import urllib.error
 import urllib.request
 from dataclasses import dataclass, asdict, replace
 
@@ -414,16 +415,32 @@ def read_safetensors(path):
     return tensors
 
 
-def _download(url, dest):
-    tmp = dest + ".part"
-    with urllib.request.urlopen(url, timeout=30) as r, open(tmp, "wb") as f:
-        total, done = int(r.headers.get("Content-Length", 0)), 0
-        while chunk := r.read(1 << 20):
-            f.write(chunk)
-            done += len(chunk)
-            print(f"\rdownloading {url}: {done / 2**20:.0f}/{total / 2**20:.0f} MiB", end="", file=sys.stderr)
+def download(url, dest):
+    """url -> dest. Bytes land in dest.part; a rerun asks the server only for the rest (HTTP Range)."""
+    part = dest + ".part"
+    have = os.path.getsize(part) if os.path.exists(part) else 0
+    request = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
+    try:
+        response = urllib.request.urlopen(request, timeout=30)
+    except urllib.error.HTTPError as e:
+        if e.code != 416:
+            raise
+        os.replace(part, dest)  # 416: nothing left to send, the .part is whole (the gzip check below decides)
+        return
+    with response:
+        if response.status != 206:  # the server ignored the range (or there was none): start over
+            have = 0
+        total = have + int(response.headers.get("Content-Length", 0))
+        done = have
+        with open(part, "ab" if have else "wb") as f:
+            while chunk := response.read(1 << 20):
+                f.write(chunk)
+                done += len(chunk)
+                print(f"\rdownloading {url}: {done / 2**20:.1f}/{total / 2**20:.1f} MiB", end="", file=sys.stderr, flush=True)
     print(file=sys.stderr)
-    os.replace(tmp, dest)
+    if total > have and done != total:
+        raise OSError(f"connection closed after {done} of {total} bytes; rerun to resume")
+    os.replace(part, dest)
 
 
 def _gpt2_folder(name):
@@ -433,7 +450,7 @@ def _gpt2_folder(name):
     os.makedirs(folder, exist_ok=True)
     url = f"https://huggingface.co/openai-community/{name}/resolve/main/model.safetensors"
     try:
-        _download(url, os.path.join(folder, "model.safetensors"))
+        download(url, os.path.join(folder, "model.safetensors"))
     except OSError as e:
         raise SystemExit(f"error: could not download {url} ({e}); offline, place {name}'s model.safetensors "
                          f"(or pytorch_model.bin) in {folder}/, or pass that folder's path instead of '{name}'")

@@ -36,11 +36,10 @@ import http.client
 import json
 import os
 import sys
-import urllib.error
-import urllib.request
 from collections import Counter
 
 HH_URL = "https://huggingface.co/datasets/Anthropic/hh-rlhf/resolve/main/{subset}/{split}.jsonl.gz"
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))  # model.py, imported where needed
 # model.CACHE_DIR, spelled out: importing model.py would load torch for one path
 CACHE_DIR = os.environ.get("INSTRUCTGPT_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "instructgpt"))
 HUMAN, ASSISTANT = "\n\nHuman:", "\n\nAssistant:"
@@ -60,35 +59,7 @@ parser.add_argument("--max_prompt_tokens", type=int, default=896, help="leave pr
 parser.add_argument("--tokenizer", default="gpt2", help="the tokenizer --max_prompt_tokens counts with (model.get_tokenizer)")
 
 # -----------------------------------------------------------------------------
-# download, resumable, and checked
-
-
-def download(url, dest):
-    """url -> dest. Bytes land in dest.part; a rerun asks the server only for the rest (HTTP Range)."""
-    part = dest + ".part"
-    have = os.path.getsize(part) if os.path.exists(part) else 0
-    request = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
-    try:
-        response = urllib.request.urlopen(request, timeout=30)
-    except urllib.error.HTTPError as e:
-        if e.code != 416:
-            raise
-        os.replace(part, dest)  # 416: nothing left to send, the .part is whole (the gzip check below decides)
-        return
-    with response:
-        if response.status != 206:  # the server ignored the range (or there was none): start over
-            have = 0
-        total = have + int(response.headers.get("Content-Length", 0))
-        done = have
-        with open(part, "ab" if have else "wb") as f:
-            while chunk := response.read(1 << 20):
-                f.write(chunk)
-                done += len(chunk)
-                print(f"\rdownloading {url}: {done / 2**20:.1f}/{total / 2**20:.1f} MiB", end="", file=sys.stderr, flush=True)
-    print(file=sys.stderr)
-    if total > have and done != total:
-        raise OSError(f"connection closed after {done} of {total} bytes; rerun to resume")
-    os.replace(part, dest)
+# the cache: files downloaded by model.download (resumable) and checked
 
 
 def file_sha256(path):
@@ -125,6 +96,7 @@ def fetch(subset, split, cache_dir):
     if not os.path.exists(path):
         url = HH_URL.format(subset=subset, split=split)
         os.makedirs(os.path.dirname(path), exist_ok=True)
+        from model import download  # only here: model.py loads torch
         try:
             download(url, path)
         except (OSError, http.client.HTTPException) as e:  # no network, HTTP errors, timeouts, a cut connection
@@ -298,7 +270,6 @@ def main(argv=None):
     if not test_files:
         print("note: no test file; test_prompts.jsonl holds the validation prompts")
     if args.max_prompt_tokens:
-        sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
         from model import get_tokenizer  # only here: it loads torch
         enc = get_tokenizer(args.tokenizer)
         for name in ("ppo_prompts", "test_prompts"):

@@ -20,7 +20,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # importable when run as a script
 from data.world import (ANIMALS, COLOURS, FIELDS, FOODS, JOBS, OBJECTS, PEOPLE, PLACES, RUDE, TOWNS,  # noqa: E402
-                        build_splits, candidates, corpus_document, make_world, words)
+                        build_splits, corpus_document, make_world, words)
 
 world_of = functools.lru_cache(maxsize=4)(make_world)  # the facts of the world a spec's seed made
 ENTITIES = {e.lower() for e in PEOPLE + TOWNS + sorted(ANIMALS) + FOODS + sorted(OBJECTS) + PLACES + JOBS + COLOURS}
@@ -313,7 +313,9 @@ def main():
         make_sample(args.make_sample, seed=args.seed)
         print(f"{SAMPLE}: pairs of completions from {args.make_sample}")
     if not args.agreement:
-        return parser.print_help() if not args.make_sample else None
+        if not args.make_sample:
+            parser.print_help()
+        return
     pairs = agreement_sample()
     tt = [agreement(a, b, pairs, args.seed + i) for i, (a, b) in
           enumerate((a, b) for a in TRAIN_LABELERS for b in TRAIN_LABELERS if a["id"] < b["id"])]

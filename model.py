@@ -228,10 +228,13 @@ class GPT(nn.Module):
         fused = device_type == "cuda" or tuple(int(v) for v in torch.__version__.split(".")[:2]) >= (2, 4)
         return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, fused=fused)
 
-    def flops_per_token(self):
-        """Training FLOPs per token (forward + backward), PaLM appendix B: 6N + 12·L·H·Q·T."""
+    def flops_per_token(self, T=None):
+        """Training FLOPs per token (forward + backward; a forward is a third) in sequences of T tokens (default: the
+        context), PaLM appendix B: 6N + 12·L·C·T. N counts the weights that take part in a matmul: all but the position
+        table, and the token table only as an LM head's unembedding (in a scalar-head model it is a lookup)."""
         c = self.config
-        return 6 * self.num_params() + 12 * c.n_layer * c.n_head * (c.n_embd // c.n_head) * c.block_size
+        n = self.num_params() - (self.transformer.wte.weight.numel() if c.head == "scalar" else 0)
+        return 6 * n + 12 * c.n_layer * c.n_embd * (T or c.block_size)
 
 
 def scalar_head_model(lm):

@@ -133,23 +133,6 @@ def random_ids(n_rows, length, vocab_size, generator):
 
 
 # -----------------------------------------------------------------------------
-# FLOPs, counted as model.flops_per_token does (PaLM appendix B): 2 per weight per token forward, twice that
-# backward, plus attention 2·2·n_layer·n_embd·T per token forward (QKᵀ and AV over the full T×T, causal or not)
-
-def matmul_params(model):
-    """model.GPT weights that take part in a matmul: all but the position table; the token table only as an LM
-    head's unembedding (in a scalar-head model it is a lookup)."""
-    n = model.num_params()
-    return n if model.config.head == "lm" else n - model.transformer.wte.weight.numel()
-
-
-def forward_flops(model, n_tokens, T):
-    """Forward FLOPs of n_tokens tokens through model.GPT in sequences of T tokens; a training step is 3x this."""
-    c = model.config
-    return n_tokens * (2 * matmul_params(model) + 4 * c.n_layer * c.n_embd * T)
-
-
-# -----------------------------------------------------------------------------
 # timing
 
 def sync(device):

@@ -26,7 +26,7 @@ from contextlib import nullcontext
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import add_model_args, forward_flops, header, interleaved, matmul_params, resolve_model_args  # noqa: E402
+from common import add_model_args, header, interleaved, resolve_model_args  # noqa: E402
 
 parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
 add_model_args(parser)
@@ -76,7 +76,7 @@ def matmuls(n, k, m, min_flops):
     return run, calls * 2 * n * k * m
 
 
-step_flops = 3 * forward_flops(model, B * T, T)  # = model.flops_per_token() x B·T when T == block_size
+step_flops = model.flops_per_token(T) * B * T
 S = args.mm_size
 square, square_flops = matmuls(S, S, S, step_flops / 2)
 mlp, mlp_flops = matmuls(B * T, args.n_embd, 4 * args.n_embd, step_flops / 2)
@@ -84,7 +84,7 @@ times = interleaved({"step": step, "square": square, "mlp": mlp}, args.repeats, 
 rate = {"step": step_flops / statistics.median(times["step"]), "square": square_flops / statistics.median(times["square"]),
         "mlp": mlp_flops / statistics.median(times["mlp"])}
 
-print(f"step: sft.py --pretrain's | batch {B} x {T} tokens | {matmul_params(model) / 1e6:.2f}M matmul parameters | "
+print(f"step: sft.py --pretrain's | batch {B} x {T} tokens | {model.num_params() / 1e6:.2f}M matmul parameters | "
       f"{step_flops / 1e9:,.1f} GFLOP per step | {str(dtype).removeprefix('torch.')}{' autocast' if dtype != torch.float32 else ''} | "
       f"median of {args.repeats} after 1 warm-up, interleaved with the matmuls")
 print(f"  training step: {statistics.median(times['step']) * 1e3:,.1f} ms, {B * T / statistics.median(times['step']):,.0f} tok/s, "

@@ -39,7 +39,7 @@ import warnings
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import (add_model_args, forward_flops, header, hf_config, ms_summary, offline_tokenizer, profile_top, quiet_trainer, random_ids,  # noqa: E402
+from common import (add_model_args, header, hf_config, ms_summary, offline_tokenizer, profile_top, quiet_trainer, random_ids,  # noqa: E402
                     resolve_model_args, same_weights_pair, scratch_dir, sync, trainer_interleave)
 
 parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -194,7 +194,7 @@ for name in times:
     print(f"{name:>5} iteration: {ms_summary(times[name])}   [phase medians, ms: {parts}]")
 # model FLOPs per iteration (analytical, as model.flops_per_token; sampling counted as one forward over prompt + response)
 T = P + N
-lm, scalar = forward_flops(policy, B * T, T), forward_flops(value, B * T, T)  # one forward over the rollout batch
+lm, scalar = (m.flops_per_token(T) // 3 * B * T for m in (policy, value))  # one forward over the rollout batch
 rollout, update = lm, 3 * args.ppo_epochs * (lm + scalar)
 flops = {"ours": rollout + 2 * lm + 2 * scalar + update,  # scoring: policy, reference, value, reward
          "TRL": rollout + lm + 2 * scalar + update}  # scoring: reference, value, reward (old log-probs from generate's scores)

@@ -89,6 +89,11 @@ class KVCache:
         self.v[layer][:, :, self.t0:t1] = v
         return self.k[layer][:, :, :t1], self.v[layer][:, :, :t1]
 
+    def keep(self, rows):
+        """Drop the rows that are done (rows: a bool mask or indices of those to keep)."""
+        self.k = [k[rows] for k in self.k]
+        self.v = [v[rows] for v in self.v]
+
 
 class CausalSelfAttention(nn.Module):
 
@@ -291,6 +296,27 @@ def left_pad(prompts, pad_id, device="cpu"):
     return idx.to(device), mask.to(device)
 
 
+def prefill(model, idx, prompt_mask, max_len, rows=16):
+    """The prompts' forward pass into a KV cache for max_len positions, and each row's last hidden state (B, C). Rows go
+    through in groups of similar length, each cut to its own longest prompt, so the pass is not spent on the padding of a
+    batch whose prompts differ in length; the cache is then laid out left-padded, as one batch would have left it."""
+    B, P = idx.shape
+    x, cache = None, KVCache(model.config.n_layer, max_len)
+    for group in prompt_mask.sum(1).argsort(stable=True).split(rows):
+        n = int(prompt_mask[group].sum(1).max())
+        part = KVCache(model.config.n_layer, n)
+        h = model.hidden(idx[group, P - n:], *positions_and_mask(prompt_mask[group, P - n:]), part)[:, -1]
+        if x is None:
+            x = h.new_empty(B, h.size(-1))
+            cache.k = [k.new_zeros(B, k.size(1), max_len, k.size(3)) for k in part.k]  # zeros: padding keys are masked, never NaN
+            cache.v = [v.new_zeros(B, v.size(1), max_len, v.size(3)) for v in part.v]
+        x[group] = h
+        for full, new in zip(cache.k + cache.v, part.k + part.v):
+            full[group, :, P - n:P] = new
+    cache.t0 = P
+    return x, cache
+
+
 @torch.no_grad()
 def generate(model, prompts, max_new_tokens, eot, temperature=1.0, top_k=None, top_p=None, generator=None):
     """Sample a response to each prompt (a list of token lists of any lengths) with a KV cache.
@@ -307,15 +333,13 @@ def generate(model, prompts, max_new_tokens, eot, temperature=1.0, top_k=None, t
     if P + max_new_tokens > model.config.block_size:
         raise ValueError(f"prompt of {P} tokens + {max_new_tokens} new tokens exceeds the context of "
                          f"{model.config.block_size}: shorten the prompt or lower the response length")
-    cache = KVCache(model.config.n_layer, P + max_new_tokens)
     key_mask = torch.cat([prompt_mask, torch.ones(B, max_new_tokens, dtype=torch.bool, device=device)], 1)
     next_pos = prompt_mask.sum(1, keepdim=True)  # (B, 1): a row's first response position
+    x, cache = prefill(model, idx, prompt_mask, P + max_new_tokens)
     out = torch.full((B, max_new_tokens), eot, dtype=torch.long, device=device)
     logprobs = torch.zeros(B, max_new_tokens, device=device)
-    alive = torch.ones(B, dtype=torch.bool, device=device)
     response_mask = torch.zeros(B, max_new_tokens, dtype=torch.bool, device=device)
-    pos, attn = positions_and_mask(prompt_mask)
-    x = model.hidden(idx, pos, attn, cache)[:, -1]
+    live = torch.arange(B, device=device)  # rows still sampling: a finished row leaves the batch and its cache
     for t in range(max_new_tokens):
         logits = sampling_logits(model.lm_head(x), temperature or 1.0, top_k, top_p)
         logp = F.log_softmax(logits, dim=-1)
@@ -324,18 +348,21 @@ def generate(model, prompts, max_new_tokens, eot, temperature=1.0, top_k=None, t
         else:
             # inverse CDF, one uniform per row: torch.multinomial draws an exponential per vocabulary entry,
             # most of a small model's decode step on CPU (bench/generate.py). float64 keeps tiny probabilities.
-            cdf = logp.double().exp().cumsum(-1)  # (B, V)
+            # Every row draws its uniform, finished or not, so a row's sample does not depend on when the others end.
+            cdf = logp.double().exp().cumsum(-1)  # (live, V)
             total = cdf[:, -1:]
-            u = torch.rand(total.shape, dtype=cdf.dtype, device=device, generator=generator) * total
+            u = torch.rand((B, 1), dtype=cdf.dtype, device=device, generator=generator)[live] * total
             u = torch.minimum(u, total.nextafter(torch.zeros_like(total)))  # u < total: the index stays in range
             token = torch.searchsorted(cdf, u, right=True).squeeze(-1)  # first cdf > u: never a zero-probability token
-        token = torch.where(alive, token, eot)
-        out[:, t], logprobs[:, t] = token, logp.gather(-1, token[:, None]).squeeze(-1) * alive
-        response_mask[:, t] = alive
-        alive = alive & (token != eot)
-        if not alive.any() or t == max_new_tokens - 1:
+        out[live, t], logprobs[live, t] = token, logp.gather(-1, token[:, None]).squeeze(-1)
+        response_mask[live, t] = True
+        going = token != eot
+        if not going.any() or t == max_new_tokens - 1:
             break
-        x = model.hidden(token[:, None], next_pos + t, key_mask[:, None, None, :P + t + 1], cache)[:, -1]
+        if not going.all():
+            live, token = live[going], token[going]
+            cache.keep(going)
+        x = model.hidden(token[:, None], next_pos[live] + t, key_mask[live][:, None, None, :P + t + 1], cache)[:, -1]
     N = t + 1
     tokens = torch.cat([idx, out[:, :N]], 1)
     mask = torch.cat([prompt_mask, response_mask[:, :N]], 1)

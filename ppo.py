@@ -229,20 +229,45 @@ def minibatch_rows(batch_size, minibatch_size, rank, world_size, generator):
 # one PPO iteration: score the rollouts, then update on them
 
 
+def right_align(tokens, mask, response_mask):
+    """Rollout rows (left-padded prompt, then response, padded after its end) -> the same rows with all their padding
+    moved to the end, where causal attention cannot see it: no attention mask is needed (positions are 0, 1, ... as
+    generate() gave the real tokens), and a minibatch is cut to its own longest row instead of the batch's longest
+    prompt plus longest response. Returns (aligned (B, T), lengths (B,), keep (B, T): the positions whose next token is a
+    response token; taken row by row they are the response tokens in order, i.e. response_mask's True entries)."""
+    T = tokens.size(1)
+    prompt_len = mask[:, :T - response_mask.size(1)].sum(1)
+    lengths = prompt_len + response_mask.sum(1)
+    shift = T - response_mask.size(1) - prompt_len  # leading pads
+    cols = torch.arange(T, device=tokens.device)
+    aligned = tokens.gather(1, (cols + shift[:, None]).clamp(max=T - 1))  # past a row's length: any real id, never read
+    keep = (cols >= prompt_len[:, None] - 1) & (cols < lengths[:, None] - 1)
+    return aligned, lengths, keep
+
+
+def on_response(flat, response_mask):
+    """Values of the response tokens, in order row by row (n,) -> their (B, N) grid, 0 on padding (differentiable)."""
+    return flat.new_zeros(response_mask.shape).masked_scatter(response_mask, flat)
+
+
 @torch.no_grad()
 def score_rollouts(policy, ref, value, rm, tokens, mask, response_mask, eot, args, ctx=nullcontext(), chunk=64):
     """One teacher-forced forward per model over prompt + response, in chunks of rows: log π_φ_old(y_t|·) (the same
     forward, same temperature, as the update's, so the first ratio is exactly 1), log π_SFT(y_t|·), the values
     V(s_t) read at the token before each response token, and the score. Returns the rollout as a dict of tensors."""
     P = tokens.size(1) - response_mask.size(1)
+    aligned, lengths, keep = right_align(tokens, mask, response_mask)
     parts = {"logprobs": [], "ref_logprobs": [], "values": [], "rm_score": []}
     for i in range(0, tokens.size(0), chunk):
-        t, m = tokens[i:i + chunk], mask[i:i + chunk]
+        rows = slice(i, i + chunk)
+        T = int(lengths[rows].max())
+        t, k, rmask = aligned[rows, :T], keep[rows, :T], response_mask[rows]
+        targets = tokens[rows, P:][rmask]
         with ctx:
-            parts["logprobs"].append(token_logprobs(policy(t, attention_mask=m)[:, P - 1:-1], t[:, P:], args.temperature))
-            parts["ref_logprobs"].append(token_logprobs(ref(t, attention_mask=m)[:, P - 1:-1], t[:, P:], args.temperature))
-            parts["values"].append(value(t, attention_mask=m)[:, P - 1:-1].float())
-            parts["rm_score"].append(rewards_at_last_token(rm, t, m))
+            parts["logprobs"].append(on_response(token_logprobs(policy(t, keep=k), targets, args.temperature), rmask))
+            parts["ref_logprobs"].append(on_response(token_logprobs(ref(t, keep=k), targets, args.temperature), rmask))
+            parts["values"].append(on_response(value(t)[k].float(), rmask))
+            parts["rm_score"].append(rm(t).gather(1, (lengths[rows] - 1)[:, None]).squeeze(1).float())
     rollout = {k: torch.cat(v) for k, v in parts.items()}
     ended = tokens.gather(1, last_token_index(mask)[:, None]).squeeze(1) == eot
     rollout["score"] = final_score(rollout["rm_score"], ended, args.missing_eot_penalty, args.reward_clip)
@@ -260,6 +285,7 @@ def ppo_update(policy, value, optimizers, rollout, beta, iteration, args, ctx=nu
     tokens, mask, response_mask = rollout["tokens"], rollout["mask"], rollout["response_mask"]
     assert tokens.size(0) * world_size == args.batch_size, f"rollout of {tokens.size(0)} rows x {world_size} processes != --batch_size {args.batch_size}"
     P, device = tokens.size(1) - response_mask.size(1), tokens.device
+    aligned, lengths, keep = right_align(tokens, mask, response_mask)
     old_logprobs, old_values = rollout["logprobs"], torch.where(response_mask, rollout["values"], 0.0)
 
     rewards, kl = kl_penalized_rewards(old_logprobs, rollout["ref_logprobs"], rollout["score"], response_mask, beta)
@@ -282,12 +308,13 @@ def ppo_update(policy, value, optimizers, rollout, beta, iteration, args, ctx=nu
         generator = torch.Generator().manual_seed(seed_of(args.seed, MINIBATCH, iteration, epoch))
         for k, rows in enumerate(minibatch_rows(args.batch_size, args.minibatch_size, rank, world_size, generator)):
             rows = rows.to(device)
-            t, m, rmask = tokens[rows], mask[rows], response_mask[rows]
+            T = int(lengths[rows].max())
+            t, used, rmask = aligned[rows, :T], keep[rows, :T], response_mask[rows]
             n_tokens = all_sum(rmask.sum().float())
             with ctx:
-                logits = policy(t, attention_mask=m)[:, P - 1:-1]
-                logprobs = token_logprobs(logits, t[:, P:], args.temperature)
-                values = value(t, attention_mask=m)[:, P - 1:-1].float()
+                logits = policy(t, keep=used)  # (response tokens, V): the unembedding only where it is used
+                logprobs = on_response(token_logprobs(logits, tokens[rows, P:][rmask], args.temperature), rmask)
+                values = on_response(value(t)[used].float(), rmask)
                 pg_loss, pg_stats = policy_loss(logprobs, old_logprobs[rows], advantages[rows], rmask, args.cliprange, n_tokens)
                 vf_loss, vf_stats = value_loss(values, old_values[rows], returns[rows], rmask, args.cliprange_value, n_tokens)
                 ptx_logprob = torch.zeros((), device=device)
@@ -297,7 +324,7 @@ def ppo_update(policy, value, optimizers, rollout, beta, iteration, args, ctx=nu
                 loss = ppo_ptx_loss(pg_loss, vf_loss, ptx_logprob, args.vf_coef, args.ptx_coef)
             with torch.no_grad():
                 logp = F.log_softmax(sampling_logits(logits, args.temperature), dim=-1)
-                entropy = torch.where(rmask, -(logp.exp() * logp).sum(-1), 0.0).sum() / n_tokens
+                entropy = -(logp.exp() * logp).sum() / n_tokens
             step_stats = all_sum(torch.stack([loss.detach(), pg_loss.detach(), vf_loss.detach(), ptx_logprob.detach(), pg_stats["clipfrac"],
                                               pg_stats["approx_kl"], entropy, vf_stats["vf_clipfrac"]]).float())
             check_finite(step_stats[0].item(), iteration + 1, args.out_dir)  # every rank sees the same global loss and stops together

@@ -110,17 +110,21 @@ def load_rankings(path, enc, block_size, flat_pairs=False):
     return rankings, too_long
 
 
-def forward_rankings(model, batch, device):
-    """One forward pass per completion: all completions of the batch in one right-padded tensor (right
-    padding is invisible to causal attention, so the fast kernel runs), each reward read at its own
-    last token; then regrouped per prompt into (B, Kmax) with k (B,)."""
+def forward_rankings(model, batch, device, rows=32):
+    """One forward pass per completion, each reward read at its own last token, then regrouped per prompt into
+    (B, Kmax) with k (B,). The completions go through in groups of similar length, each right-padded to its own
+    longest (right padding is invisible to causal attention, so the fast kernel runs), not all to the batch's longest."""
     seqs = [s for ranking in batch for s in ranking]
     lengths = torch.tensor([len(s) for s in seqs], device=device)
-    tokens = torch.zeros(len(seqs), int(lengths.max()), dtype=torch.long)
-    for i, s in enumerate(seqs):
-        tokens[i, :len(s)] = torch.tensor(s)
-    values = model(tokens.to(device))  # (N, T)
-    flat = values.gather(1, (lengths - 1)[:, None]).squeeze(1).float()
+    order = lengths.argsort(stable=True)
+    parts = []
+    for group in order.split(rows):
+        tokens = torch.zeros(len(group), int(lengths[group].max()), dtype=torch.long)
+        for i, j in enumerate(group.tolist()):
+            tokens[i, :len(seqs[j])] = torch.tensor(seqs[j])
+        values = model(tokens.to(device))  # (n, T)
+        parts.append(values.gather(1, (lengths[group] - 1)[:, None]).squeeze(1).float())
+    flat = torch.cat(parts)[order.argsort()]  # back to the batch's order
     k = torch.tensor([len(r) for r in batch], device=device)
     rewards = torch.zeros(len(batch), int(k.max()), device=device)
     rows = torch.repeat_interleave(torch.arange(len(batch), device=device), k)

@@ -10,6 +10,7 @@ loop, unmasked, pretrains the default world's base model on its corpus: one code
     python sft.py --resume                          # continue an interrupted run exactly
 """
 import argparse
+import math
 import os
 import sys
 import time
@@ -41,7 +42,7 @@ parser.add_argument("--dropout", type=float, default=None, help="residual/attent
 parser.add_argument("--epochs", type=int, default=None, help="passes over the training data [default: 8 for SFT (paper: 16); 1 with --pretrain]")
 parser.add_argument("--max_steps", type=int, default=0, help="stop after this many optimizer steps (0: epochs decide)")
 parser.add_argument("--batch_size", type=int, default=None, help="examples (demonstrations, or context-length chunks with --pretrain) per optimizer step, over all processes [default: 32; 16 with --pretrain]")
-parser.add_argument("--micro_batch_size", type=int, default=None, help="examples per forward pass; gradient accumulation makes up the rest [default: --batch_size]")
+parser.add_argument("--micro_batch_size", type=int, default=None, help="examples per forward pass; gradient accumulation makes up the rest, and a step's examples are sorted by length first, so a micro-batch pads little [default: 8 (or a divisor of the examples per process); all of them with --pretrain]")
 parser.add_argument("--lr", type=float, default=None, help="peak learning rate [default: 1e-3; 2e-3 with --pretrain]")
 parser.add_argument("--min_lr_ratio", type=float, default=0.1, help="cosine decay ends at lr * this")
 parser.add_argument("--warmup_steps", type=int, default=20, help="linear warm-up steps")
@@ -97,7 +98,6 @@ def main(argv=None):
     for name, sft_default, pretrain_default in (("dropout", 0.2, 0.0), ("epochs", 8, 1), ("batch_size", 32, 16), ("lr", 1e-3, 2e-3)):
         if getattr(args, name) is None:
             setattr(args, name, pretrain_default if args.pretrain else sft_default)
-    args.micro_batch_size = args.micro_batch_size or args.batch_size
     if args.pretrain and args.select_by == "rm":
         parser.error("--select_by rm is for SFT; pretraining selects by validation loss")
 
@@ -112,9 +112,8 @@ def main(argv=None):
     torch.manual_seed(args.seed)
     examples_per_rank = args.batch_size // world_size
     assert args.batch_size % world_size == 0, f"--batch_size {args.batch_size} must be a multiple of the {world_size} processes"
-    assert examples_per_rank % args.micro_batch_size == 0 or args.micro_batch_size >= examples_per_rank, \
-        f"--batch_size/processes = {examples_per_rank} must be a multiple of --micro_batch_size {args.micro_batch_size}"
-    micro = min(args.micro_batch_size, examples_per_rank)
+    micro = min(args.micro_batch_size or (examples_per_rank if args.pretrain else math.gcd(8, examples_per_rank)), examples_per_rank)
+    assert examples_per_rank % micro == 0, f"--batch_size/processes = {examples_per_rank} must be a multiple of --micro_batch_size {micro}"
     grad_accum = examples_per_rank // micro
 
     # -------------------------------------------------------------------------
@@ -164,6 +163,7 @@ def main(argv=None):
 
     train_examples, dropped = load_examples(train_path)
     val_examples, val_dropped = load_examples(val_path)
+    val_examples.sort(key=lambda e: len(e[0]))  # the loss is a sum over examples: in length order, batches pad little
     for name, d, kept in (("training", dropped, train_examples), ("validation", val_dropped, val_examples)):
         if d:  # dropped, not truncated: a cut response would teach the model never to stop
             print0(f"warning: dropped {len(d)} {name} demonstrations longer than the {block_size}-token context (first: {d[0]})")
@@ -224,7 +224,7 @@ def main(argv=None):
             group["lr"] = cosine_lr(step, args.lr, args.warmup_steps, max_steps, args.min_lr_ratio)
         batch = epoch_batch(train_examples, step, args.batch_size, args.seed)
         n_tokens = sum(len(ids) - max(n_prompt, 1) for ids, n_prompt in batch)  # loss tokens in the global batch
-        mine = batch[rank::world_size]
+        mine = sorted(batch[rank::world_size], key=lambda e: len(e[0]))  # micro-batches of similar lengths: less padding, same gradient
         loss_sum = 0.0
         for k in range(grad_accum):
             x, y = collate(mine[k * micro:(k + 1) * micro], eot, device)
@@ -236,7 +236,7 @@ def main(argv=None):
                 loss = masked_lm_loss(logits, y[y >= 0], n_tokens) * world_size
             (scaler.scale(loss) if scaler else loss).backward()
             loss_sum += loss.item() / world_size
-            tokens_seen += x.numel()
+            tokens_seen += sum(len(ids) - 1 for ids, _ in mine[k * micro:(k + 1) * micro])  # real tokens, not padding
         check_finite(loss_sum, step, args.out_dir)
         optimizer_step(model, optimizer, scaler, args.grad_clip)
         step += 1

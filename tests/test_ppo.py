@@ -186,6 +186,44 @@ def max_diff(a, b):
     return max((a[k] - b[k]).abs().max().item() for k in a)
 
 
+def test_right_align_by_hand():
+    # P = 3 prompt columns, N = 2 response columns; 9 is <|endoftext|>, 0 padding
+    tokens = torch.tensor([[0, 5, 6, 7, 9],    # prompt of 2 after one pad; response 7, eot
+                           [4, 5, 6, 7, 0]])   # prompt of 3; response 7, cut off at the limit
+    mask = torch.tensor([[F, T, T, T, T], [T, T, T, T, F]])
+    response_mask = torch.tensor([[T, T], [T, F]])
+    aligned, lengths, keep = ppo.right_align(tokens, mask, response_mask)
+    assert aligned[0, :4].tolist() == [5, 6, 7, 9] and aligned[1, :4].tolist() == [4, 5, 6, 7]
+    assert lengths.tolist() == [4, 4]
+    # the positions whose next token is a response token: row 0 predicts 7 at 1 and 9 at 2, row 1 predicts 7 at 2
+    assert keep.tolist() == [[F, T, T, F, F], [F, F, T, F, F]]
+    grid = ppo.on_response(torch.tensor([1.0, 2.0, 3.0]), response_mask)
+    assert grid.tolist() == [[1.0, 2.0], [3.0, 0.0]]
+
+
+def test_rollout_scores_equal_left_padded_forward(world):
+    """score_rollouts reads right-aligned rows without a mask: the same log-probs, values and scores as the
+    left-padded rows with their attention mask and positions (PPO-DETAILS 7)."""
+    from model import rewards_at_last_token, token_logprobs
+    enc = get_tokenizer("gpt2-300")
+    args = ppo.parser.parse_args(["--max_new_tokens", "12", "--temperature", "0.7"])
+    policy = model_from_checkpoint(load_checkpoint(world["policy"]), dropout=0.0)
+    rm = model_from_checkpoint(load_checkpoint(world["rm"]), dropout=0.0)
+    prompts = [enc.encode_ordinary("Say " + " ".join(WORDS[:n]) + ":") for n in (1, 4, 2, 7, 3, 1)]  # lengths differ
+    tokens, mask, _, response_mask = generate(policy, prompts, 12, enc.eot_token, 0.7, generator=torch.Generator().manual_seed(0))
+    assert 0 < response_mask.sum(1).min() < response_mask.sum(1).max(), "responses of different lengths"
+    rollout = ppo.score_rollouts(policy, policy, rm, rm, tokens, mask, response_mask, enc.eot_token, args, chunk=4)
+    P = tokens.size(1) - response_mask.size(1)
+    with torch.no_grad():
+        logprobs = token_logprobs(policy(tokens, attention_mask=mask)[:, P - 1:-1], tokens[:, P:], 0.7)
+        values = rm(tokens, attention_mask=mask)[:, P - 1:-1]
+        score = rewards_at_last_token(rm, tokens, mask)
+    for got, want in ((rollout["logprobs"], logprobs), (rollout["ref_logprobs"], logprobs), (rollout["values"], values)):
+        assert torch.allclose(got[response_mask], want[response_mask], atol=1e-5)
+        assert (got[~response_mask] == 0).all()
+    assert torch.allclose(rollout["rm_score"], score, atol=1e-5)
+
+
 # --- 2. the first ratio is exactly 1; training runs and writes ------------------------------------
 
 def test_ratio_is_one_on_first_minibatch_and_checkpoints(world, capsys):

@@ -59,7 +59,7 @@ parser.add_argument("--gamma", type=float, default=1.0, help="GAE discount γ ov
 parser.add_argument("--lam", type=float, default=0.95, help="GAE λ")
 # PPO-ptx: equation (2)'s second term
 parser.add_argument("--ptx_coef", type=float, default=1.0, help="γ of equation (2): weight of the pretraining log-likelihood in each policy step (the paper's 27.8 is for its scale); 0 = plain PPO, no pretraining forward at all")
-parser.add_argument("--ptx_batch_size", type=int, default=8, help="pretraining sequences (context-length chunks of --ptx_data) per policy step over all processes")
+parser.add_argument("--ptx_batch_size", type=int, default=4, help="pretraining sequences (context-length chunks of --ptx_data) per policy step over all processes")
 # output
 parser.add_argument("--sample_interval", type=int, default=10, help="print a few sampled responses with score / kl / total every this many iterations (0: never)")
 parser.add_argument("--num_samples", type=int, default=3, help="how many responses to print at each --sample_interval")
@@ -258,8 +258,8 @@ def score_rollouts(policy, ref, value, rm, tokens, mask, response_mask, eot, arg
     P = tokens.size(1) - response_mask.size(1)
     aligned, lengths, keep = right_align(tokens, mask, response_mask)
     parts = {"logprobs": [], "ref_logprobs": [], "values": [], "rm_score": []}
-    for i in range(0, tokens.size(0), chunk):
-        rows = slice(i, i + chunk)
+    order = lengths.argsort(stable=True)  # chunks of rows of similar length, each cut to its longest
+    for rows in order.split(chunk):
         T = int(lengths[rows].max())
         t, k, rmask = aligned[rows, :T], keep[rows, :T], response_mask[rows]
         targets = tokens[rows, P:][rmask]
@@ -268,7 +268,7 @@ def score_rollouts(policy, ref, value, rm, tokens, mask, response_mask, eot, arg
             parts["ref_logprobs"].append(on_response(token_logprobs(ref(t, keep=k), targets, args.temperature), rmask))
             parts["values"].append(on_response(value(t)[k].float(), rmask))
             parts["rm_score"].append(rm(t).gather(1, (lengths[rows] - 1)[:, None]).squeeze(1).float())
-    rollout = {k: torch.cat(v) for k, v in parts.items()}
+    rollout = {k: torch.cat(v)[order.argsort()] for k, v in parts.items()}  # back in the rows' order
     ended = tokens.gather(1, last_token_index(mask)[:, None]).squeeze(1) == eot
     rollout["score"] = final_score(rollout["rm_score"], ended, args.missing_eot_penalty, args.reward_clip)
     rollout.update(tokens=tokens, mask=mask, response_mask=response_mask, ended=ended)
@@ -308,30 +308,40 @@ def ppo_update(policy, value, optimizers, rollout, beta, iteration, args, ctx=nu
         generator = torch.Generator().manual_seed(seed_of(args.seed, MINIBATCH, iteration, epoch))
         for k, rows in enumerate(minibatch_rows(args.batch_size, args.minibatch_size, rank, world_size, generator)):
             rows = rows.to(device)
-            T = int(lengths[rows].max())
-            t, used, rmask = aligned[rows, :T], keep[rows, :T], response_mask[rows]
-            n_tokens = all_sum(rmask.sum().float())
-            with ctx:
-                logits = policy(t, keep=used)  # (response tokens, V): the unembedding only where it is used
-                logprobs = on_response(token_logprobs(logits, tokens[rows, P:][rmask], args.temperature), rmask)
-                values = on_response(value(t)[used].float(), rmask)
-                pg_loss, pg_stats = policy_loss(logprobs, old_logprobs[rows], advantages[rows], rmask, args.cliprange, n_tokens)
-                vf_loss, vf_stats = value_loss(values, old_values[rows], returns[rows], rmask, args.cliprange_value, n_tokens)
-                ptx_logprob = torch.zeros((), device=device)
-                if args.ptx_coef > 0:  # plain PPO does no pretraining forward at all
-                    x, y = ptx(epoch, k)
-                    ptx_logprob = pretraining_logprob(policy(x), y, y.numel() * world_size)
-                loss = ppo_ptx_loss(pg_loss, vf_loss, ptx_logprob, args.vf_coef, args.ptx_coef)
-            with torch.no_grad():
-                logp = F.log_softmax(sampling_logits(logits, args.temperature), dim=-1)
-                entropy = -(logp.exp() * logp).sum() / n_tokens
-            step_stats = all_sum(torch.stack([loss.detach(), pg_loss.detach(), vf_loss.detach(), ptx_logprob.detach(), pg_stats["clipfrac"],
-                                              pg_stats["approx_kl"], entropy, vf_stats["vf_clipfrac"]]).float())
+            n_tokens = all_sum(response_mask[rows].sum().float())
+            step_stats, ratio_dev = torch.zeros(len(names), device=device), 0.0
+            # the minibatch in two passes, each over the rows of similar length cut to their longest: the same gradient
+            # as one pass over all of them, much less padding
+            halves = rows[lengths[rows].argsort(stable=True)].chunk(2)
+            for h, part in enumerate(halves):
+                for net in (policy, value):
+                    if isinstance(net, DDP):
+                        net.require_backward_grad_sync = h == len(halves) - 1  # all-reduce once, at the minibatch's last backward
+                T = int(lengths[part].max())
+                t, used, rmask = aligned[part, :T], keep[part, :T], response_mask[part]
+                with ctx:
+                    logits = policy(t, keep=used)  # (response tokens, V): the unembedding only where it is used
+                    logprobs = on_response(token_logprobs(logits, tokens[part, P:][rmask], args.temperature), rmask)
+                    values = on_response(value(t)[used].float(), rmask)
+                    pg_loss, pg_stats = policy_loss(logprobs, old_logprobs[part], advantages[part], rmask, args.cliprange, n_tokens)
+                    vf_loss, vf_stats = value_loss(values, old_values[part], returns[part], rmask, args.cliprange_value, n_tokens)
+                    ptx_logprob = torch.zeros((), device=device)
+                    if args.ptx_coef > 0 and h == 0:  # once a minibatch; plain PPO does no pretraining forward at all
+                        x, y = ptx(epoch, k)
+                        ptx_logprob = pretraining_logprob(policy(x), y, y.numel() * world_size)
+                    loss = ppo_ptx_loss(pg_loss, vf_loss, ptx_logprob, args.vf_coef, args.ptx_coef)
+                with torch.no_grad():
+                    logp = F.log_softmax(sampling_logits(logits, args.temperature), dim=-1)
+                    entropy = -(logp.exp() * logp).sum() / n_tokens
+                step_stats += torch.stack([loss.detach(), pg_loss.detach(), vf_loss.detach(), ptx_logprob.detach(), pg_stats["clipfrac"],
+                                           pg_stats["approx_kl"], entropy, vf_stats["vf_clipfrac"]]).float()
+                ratio_dev = max(ratio_dev, pg_stats["ratio_dev"].item())
+                # DDP averages gradients over ranks; scaling by world_size turns that average back into the global sum / n_tokens
+                (scaler.scale(loss * world_size) if scaler else loss * world_size).backward()
+            step_stats = all_sum(step_stats)
             check_finite(step_stats[0].item(), iteration + 1, args.out_dir)  # every rank sees the same global loss and stops together
             if n_steps == 0:  # before any step the ratio is 1: a check that old log-probs come from the same forward
-                stats["ratio_dev_first"], stats["clipfrac_first"] = pg_stats["ratio_dev"].item(), step_stats[4].item()
-            # DDP averages gradients over ranks; scaling by world_size turns that average back into the global sum / n_tokens
-            (scaler.scale(loss * world_size) if scaler else loss * world_size).backward()
+                stats["ratio_dev_first"], stats["clipfrac_first"] = ratio_dev, step_stats[4].item()
             optimizer_steps((policy, value), optimizers, scaler, args.grad_clip)
             sums += step_stats
             n_steps += 1

@@ -43,7 +43,7 @@ parser.add_argument("--weight_decay", type=float, default=0.0, help="AdamW weigh
 parser.add_argument("--grad_clip", type=float, default=1.0, help="clip the gradient norm to this (0: off)")
 parser.add_argument("--seed", type=int, default=1337, help="seed of the data order")
 # evaluation and output
-parser.add_argument("--eval_interval", type=int, default=50, help="validation loss and accuracy every this many steps")
+parser.add_argument("--eval_interval", type=int, default=100, help="validation loss and accuracy every this many steps (and at the end)")
 parser.add_argument("--log_interval", type=int, default=10, help="a progress line every this many steps")
 parser.add_argument("--out_dir", default="out/rm", help="writes last.pt (resume), model.pt (the normalised RM), log.jsonl")
 parser.add_argument("--resume", action="store_true", help="continue from out_dir/last.pt: weights, optimizer, step and RNG")
@@ -80,8 +80,9 @@ def normalizing_shift(demo_rewards):
 
 
 def load_rankings(path, enc, block_size, flat_pairs=False):
-    """Rankings as token lists: [(prompt+completion+eot for each completion, best first)]."""
-    rankings, too_long = [], []
+    """Rankings as token lists: [(prompt+completion+eot for each completion, best first)], the rankings dropped as too
+    long, and each kept ranking's 'category' (the task type, when the file has one; None otherwise)."""
+    rankings, too_long, categories = [], [], []
     for r in read_jsonl(path, ["prompt"]):
         where = r["_where"]
         if "completions" in r:
@@ -107,7 +108,8 @@ def load_rankings(path, enc, block_size, flat_pairs=False):
             rankings += [[seqs[a], seqs[b]] for a in range(len(seqs)) for b in range(a + 1, len(seqs))]
         else:
             rankings.append(seqs)
-    return rankings, too_long
+        categories += [r.get("category")] * (len(rankings) - len(categories))
+    return rankings, too_long, categories
 
 
 def forward_rankings(model, batch, device, rows=32):
@@ -175,9 +177,9 @@ def main(argv=None):
     print0(f"reward model: {model.num_params() / 1e6:.2f}M parameters from {args.init_rm or args.sft}, tokenizer {tokenizer}")
 
     # data
-    train, dropped = load_rankings(args.train, enc, block_size, args.flat_pairs)
-    val, _ = load_rankings(args.val, enc, block_size)
-    heldout = load_rankings(args.val_heldout, enc, block_size)[0] if args.val_heldout else []
+    train, dropped, _ = load_rankings(args.train, enc, block_size, args.flat_pairs)
+    val, _, val_categories = load_rankings(args.val, enc, block_size)
+    heldout, _, heldout_categories = load_rankings(args.val_heldout, enc, block_size) if args.val_heldout else ([], [], [])
     if dropped:
         print0(f"warning: dropped {len(dropped)} rankings with a completion longer than the {block_size}-token context (first: {dropped[0]})")
     if len(train) < args.batch_size:
@@ -279,6 +281,15 @@ def main(argv=None):
     demo_r, sample_r = score(demo_seqs), score(sample_seqs)
     if final is None or final["step"] != step:  # a resumed run that had already finished; the metrics are shift-invariant
         final = validate()
+    if any(val_categories):  # where the RM is right and where it guesses (the world's prompts carry their task type)
+        final["by_category"] = {}
+        for c in sorted(set(val_categories) - {None}):
+            row = {"rankings": val_categories.count(c), "val_acc": evaluate([r for r, rc in zip(val, val_categories) if rc == c])[1]}
+            if heldout:
+                row["heldout_acc"] = evaluate([r for r, rc in zip(heldout, heldout_categories) if rc == c])[1]
+            final["by_category"][c] = row
+        print0("RM accuracy by category (training / held-out labelers' validation rankings): " + ", ".join(
+            f"{c} {r['val_acc']:.1%}" + (f" / {r['heldout_acc']:.1%}" if heldout else "") for c, r in final["by_category"].items()))
     if master:
         save_checkpoint(os.path.join(args.out_dir, "model.pt"), raw_model, tokenizer=tokenizer, step=step, args=vars(args),
                         normalizing_shift=shift.item(), metrics=final)

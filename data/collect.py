@@ -8,7 +8,8 @@ held-out labeler (paper: RM accuracy 72.4% on training labelers vs 69.6% on held
     python data/collect.py --policy out/ppo/model.pt --out_prefix data/world/rm_round2   # a later round, from the current policy
 
 Writes <out_prefix>_train.jsonl, <out_prefix>_val.jsonl, <out_prefix>_val_heldout.jsonl: rankings
-{"prompt", "completions": [best, ..., worst], "labeler"}.
+{"prompt", "completions": [best, ..., worst], "labeler", "category"} (the task type: reward.py reports its
+accuracy per category).
 """
 import argparse
 import json
@@ -67,7 +68,8 @@ for n, (record, k) in enumerate(zip(records, ks)):
     for split, labelers in views:
         labeler = rng.choice(labelers)
         order = rank(labeler, record["spec"], completions, rng, ended=ended)
-        outputs[split].append({"prompt": record["prompt"], "completions": [completions[j] for j in order], "labeler": labeler["id"]})
+        outputs[split].append({"prompt": record["prompt"], "completions": [completions[j] for j in order], "labeler": labeler["id"],
+                               "category": record["spec"]["kind"]})
 
 os.makedirs(os.path.dirname(os.path.abspath(args.out_prefix)), exist_ok=True)
 for split, rankings in outputs.items():

@@ -79,7 +79,7 @@ def world(tmp_path):
     for i in range(40):
         a = WORDS[i % 10]
         k = 2 + i % 4
-        rankings.append({"prompt": f"Say {a}:", "completions": [(" " + a) * (k - j) for j in range(k)]})
+        rankings.append({"prompt": f"Say {a}:", "completions": [(" " + a) * (k - j) for j in range(k)], "category": ["even", "odd"][i % 2]})
     demos = [{"prompt": f"Say {a}:", "response": (" " + a) * 4} for a in WORDS]
     return {"sft": str(tmp_path / "sft.pt"), "train": write_jsonl(tmp_path / "train.jsonl", rankings),
             "val": write_jsonl(tmp_path / "val.jsonl", rankings[:8]), "demos": write_jsonl(tmp_path / "demos.jsonl", demos),
@@ -96,7 +96,7 @@ def run(world, *extra):
 
 def test_k_forward_rows_per_prompt(world):
     enc = get_tokenizer("gpt2-300")
-    rankings, _ = reward.load_rankings(world["train"], enc, 64)
+    rankings, _, _ = reward.load_rankings(world["train"], enc, 64)
     batch = [rankings[1], rankings[2]]  # K = 3 and K = 4
     assert [len(r) for r in batch] == [3, 4]
     from model import model_from_checkpoint, scalar_head_model
@@ -106,7 +106,7 @@ def test_k_forward_rows_per_prompt(world):
     rewards, k = reward.forward_rankings(rm, batch, "cpu")
     assert sum(rows) == 3 + 4, "one forward pass, one row per completion: K rows per prompt, not C(K,2) pairs"
     assert k.tolist() == [3, 4] and rewards.shape == (2, 4)
-    flat, _ = reward.load_rankings(world["train"], enc, 64, flat_pairs=True)
+    flat, _, _ = reward.load_rankings(world["train"], enc, 64, flat_pairs=True)
     assert len(flat) == sum(n * (n - 1) // 2 for n in (2 + i % 4 for i in range(40)))
 
 
@@ -120,6 +120,12 @@ def test_train_normalise_and_checkpoint(world, capsys):
     out = capsys.readouterr().out
     demo_mean = float(out.split("demonstrations mean ")[1].split()[0])
     assert abs(demo_mean) <= 0.01, "after normalisation the demonstrations score 0 on average"
+    # per category: validation rankings 0, 2, 4, 6 have K = 2, 4, 2, 4 (1 + 6 + 1 + 6 = 14 pairs), 1, 3, 5, 7 have
+    # K = 3, 5, 3, 5 (3 + 10 + 3 + 10 = 26 pairs); the overall accuracy is their pair-weighted mean
+    even, odd = final["by_category"]["even"], final["by_category"]["odd"]
+    assert even["rankings"] == odd["rankings"] == 4
+    assert abs((14 * even["val_acc"] + 26 * odd["val_acc"]) / 40 - final["val_acc"]) < 1e-6
+    assert "RM accuracy by category" in out and f"even {even['val_acc']:.1%} / {even['heldout_acc']:.1%}" in out
 
 
 # --- 5. bad input ----------------------------------------------------------------------------------

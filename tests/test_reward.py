@@ -106,6 +106,15 @@ def test_k_forward_rows_per_prompt(world):
     rewards, k = reward.forward_rankings(rm, batch, "cpu")
     assert sum(rows) == 3 + 4, "one forward pass, one row per completion: K rows per prompt, not C(K,2) pairs"
     assert k.tolist() == [3, 4] and rewards.shape == (2, 4)
+    # the completions go through in length groups: the rewards and gradient of one padded pass
+    results = []
+    for group in (1000, 2):
+        rm.zero_grad()
+        rewards, k = reward.forward_rankings(rm, batch, "cpu", rows=group)
+        reward.ranking_loss(rewards, k)[0].backward()
+        results.append((rewards.detach(), [p.grad.clone() for p in rm.parameters() if p.grad is not None]))
+    assert torch.allclose(results[0][0], results[1][0], atol=1e-6)
+    assert all(torch.allclose(a, b, atol=1e-7) for a, b in zip(results[0][1], results[1][1]))
     flat, _, _ = reward.load_rankings(world["train"], enc, 64, flat_pairs=True)
     assert len(flat) == sum(n * (n - 1) // 2 for n in (2 + i % 4 for i in range(40)))
 

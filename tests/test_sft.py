@@ -118,6 +118,17 @@ def test_torchrun_two_processes_equal_one(tmp_path, demos):
     assert max((a[k] - b[k]).abs().max().item() for k in a) <= 1e-5
 
 
+def test_length_sorted_micro_batches_give_the_whole_batch_gradient(tmp_path):
+    train = write_demos(tmp_path / "train.jsonl", 48, long_every=3)  # every third prompt ~60 tokens longer
+    val = write_demos(tmp_path / "val.jsonl", 8, seed=3)
+    common = TINY + ["--train", train, "--val", val, "--batch_size", "8", "--max_steps", "3", "--eval_interval", "100", "--dropout", "0"]
+    sft.main(common + ["--micro_batch_size", "8", "--out_dir", str(tmp_path / "whole")])
+    sft.main(common + ["--micro_batch_size", "2", "--out_dir", str(tmp_path / "sorted")])
+    assert max(abs(a - b) for a, b in zip(losses(tmp_path / "whole"), losses(tmp_path / "sorted"))) <= 1e-6
+    a, b = weights(str(tmp_path / "whole" / "last.pt")), weights(str(tmp_path / "sorted" / "last.pt"))
+    assert max((a[k] - b[k]).abs().max().item() for k in a) <= 1e-5
+
+
 # --- 5. bad input: one-line errors ---------------------------------------------------------------
 
 def one_line_error(argv):

@@ -34,7 +34,7 @@ parser.add_argument("--ptx_data", default="data/world/corpus_train.txt", help="p
 parser.add_argument("--policy", default="out/sft/model.pt", help="the SFT checkpoint (LM head): the initial policy and the frozen reference π_SFT of the KL penalty")
 parser.add_argument("--rm", default="out/rm/model.pt", help="the reward-model checkpoint (scalar head, normalised): scores responses; the value function starts from it (paper)")
 # rollouts: the bandit environment
-parser.add_argument("--iterations", type=int, default=50, help="PPO iterations: each samples a rollout batch, scores it, then updates on it (50 on the default world: past it the held-out labelers' win rate fell while the RM score kept rising; README, Over-optimization)")
+parser.add_argument("--iterations", type=int, default=50, help="PPO iterations: each samples a rollout batch, scores it, then updates on it (50 on the default world: about where the held-out labelers' win rate stops rising while the RM score keeps climbing; README, Over-optimization)")
 parser.add_argument("--batch_size", type=int, default=64, help="rollouts (prompts, one response each) per iteration over all processes")
 parser.add_argument("--max_new_tokens", type=int, default=48, help="response length limit in tokens (<|endoftext|> included)")
 parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (> 0); every log-prob (policy, old, reference) is taken at it")

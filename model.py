@@ -359,10 +359,10 @@ def generate(model, prompts, max_new_tokens, eot, temperature=1.0, top_k=None, t
         going = token != eot
         if not going.any() or t == max_new_tokens - 1:
             break
-        if not going.all():
-            live, token = live[going], token[going]
+        if not going.all():  # the finished rows leave the batch: its cache, positions and key mask shrink with it
+            live, token, next_pos, key_mask = live[going], token[going], next_pos[going], key_mask[going]
             cache.keep(going)
-        x = model.hidden(token[:, None], next_pos[live] + t, key_mask[live][:, None, None, :P + t + 1], cache)[:, -1]
+        x = model.hidden(token[:, None], next_pos + t, key_mask[:, None, None, :P + t + 1], cache)[:, -1]
     N = t + 1
     tokens = torch.cat([idx, out[:, :N]], 1)
     mask = torch.cat([prompt_mask, response_mask[:, :N]], 1)

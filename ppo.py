@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from model import (check_finite, compute_init, compute_cleanup, generate, get_tokenizer, last_token_index, load_checkpoint, load_reward_model, model_from_checkpoint,
-                   read_documents, read_jsonl, rewards_at_last_token, rng_state, run_log, sampling_logits, save_checkpoint,
+                   read_documents, read_jsonl, rng_state, run_log, sampling_logits, save_checkpoint,
                    set_rng_state, token_logprobs)
 
 # -----------------------------------------------------------------------------
@@ -235,10 +235,10 @@ def right_align(tokens, mask, response_mask):
     generate() gave the real tokens), and a minibatch is cut to its own longest row instead of the batch's longest
     prompt plus longest response. Returns (aligned (B, T), lengths (B,), keep (B, T): the positions whose next token is a
     response token; taken row by row they are the response tokens in order, i.e. response_mask's True entries)."""
-    T = tokens.size(1)
-    prompt_len = mask[:, :T - response_mask.size(1)].sum(1)
+    T, P = tokens.size(1), tokens.size(1) - response_mask.size(1)
+    prompt_len = mask[:, :P].sum(1)
     lengths = prompt_len + response_mask.sum(1)
-    shift = T - response_mask.size(1) - prompt_len  # leading pads
+    shift = P - prompt_len  # leading pads
     cols = torch.arange(T, device=tokens.device)
     aligned = tokens.gather(1, (cols + shift[:, None]).clamp(max=T - 1))  # past a row's length: any real id, never read
     keep = (cols >= prompt_len[:, None] - 1) & (cols < lengths[:, None] - 1)

@@ -227,7 +227,8 @@ def main(argv=None):
         mine = sorted(batch[rank::world_size], key=lambda e: len(e[0]))  # micro-batches of similar lengths: less padding, same gradient
         loss_sum = 0.0
         for k in range(grad_accum):
-            x, y = collate(mine[k * micro:(k + 1) * micro], eot, device)
+            part = mine[k * micro:(k + 1) * micro]
+            x, y = collate(part, eot, device)
             if ddp:
                 model.require_backward_grad_sync = k == grad_accum - 1
             with ctx:
@@ -236,7 +237,7 @@ def main(argv=None):
                 loss = masked_lm_loss(logits, y[y >= 0], n_tokens) * world_size
             (scaler.scale(loss) if scaler else loss).backward()
             loss_sum += loss.item() / world_size
-            tokens_seen += sum(len(ids) - 1 for ids, _ in mine[k * micro:(k + 1) * micro])  # real tokens, not padding
+            tokens_seen += sum(len(ids) - 1 for ids, _ in part)  # real tokens, not padding
         check_finite(loss_sum, step, args.out_dir)
         optimizer_step(model, optimizer, scaler, args.grad_clip)
         step += 1

@@ -541,6 +541,16 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return action.help if "[default:" in (action.help or "") else super()._get_help_string(action)
 
 
+def write_jsonl(path, records):
+    """One JSON object per line, written to a temp file and renamed, so a crash never leaves half a file."""
+    path = str(path)
+    with open(path + ".tmp", "w") as f:
+        for r in records:
+            f.write(json.dumps(r) + "\n")
+    os.replace(path + ".tmp", path)
+    return path
+
+
 def read_jsonl(path, required):
     """Records of a JSONL file; a malformed line stops with the file, the line and what is wrong."""
     if not os.path.isfile(path):

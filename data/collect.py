@@ -12,7 +12,6 @@ Writes <out_prefix>_train.jsonl, <out_prefix>_val.jsonl, <out_prefix>_val_heldou
 accuracy per category).
 """
 import argparse
-import json
 import os
 import random
 import sys
@@ -22,7 +21,7 @@ import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-from model import get_tokenizer, load_checkpoint, model_from_checkpoint, read_jsonl, sample_texts  # noqa: E402
+from model import get_tokenizer, load_checkpoint, model_from_checkpoint, read_jsonl, sample_texts, write_jsonl  # noqa: E402
 from data.labelers import HELDOUT_LABELERS, TRAIN_LABELERS, distinct_completions, rank  # noqa: E402
 
 parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -73,11 +72,7 @@ for n, (record, k) in enumerate(zip(records, ks)):
 
 os.makedirs(os.path.dirname(os.path.abspath(args.out_prefix)), exist_ok=True)
 for split, rankings in outputs.items():
-    path = f"{args.out_prefix}_{split}.jsonl"
-    with open(path + ".tmp", "w") as f:
-        for r in rankings:
-            f.write(json.dumps(r) + "\n")
-    os.replace(path + ".tmp", path)
+    path = write_jsonl(f"{args.out_prefix}_{split}.jsonl", rankings)
     pairs = sum(len(r["completions"]) * (len(r["completions"]) - 1) // 2 for r in rankings)
     print(f"{path}: {len(rankings)} rankings, {pairs} comparisons")
 if dropped:

@@ -21,7 +21,7 @@ ROOT = os.path.join(os.path.dirname(__file__), "..")
 sys.path.insert(0, ROOT)
 import ppo  # noqa: E402
 from model import (GPT, GPTConfig, compute_cleanup, generate, get_tokenizer, load_checkpoint, model_from_checkpoint, save_checkpoint,  # noqa: E402
-                   scalar_head_model)
+                   scalar_head_model, write_jsonl)
 
 T, F = True, False  # mask shorthand
 
@@ -143,13 +143,6 @@ def test_minibatches_do_not_depend_on_the_number_of_processes():
 # --- a tiny world: SFT policy, RM, prompts, pretraining text ---------------------------------------
 
 WORDS = ["fox", "owl", "deer", "cat", "dog", "hen", "bee", "ant", "elk", "yak"]
-
-
-def write_jsonl(path, records):
-    with open(path, "w") as f:
-        for r in records:
-            f.write(json.dumps(r) + "\n")
-    return str(path)
 
 
 @pytest.fixture

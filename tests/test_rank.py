@@ -20,18 +20,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 import reward  # noqa: E402
 from data.labelers import TRAIN_LABELERS, rank  # noqa: E402
-from model import GPT, GPTConfig, get_tokenizer, load_checkpoint, save_checkpoint  # noqa: E402
+from model import GPT, GPTConfig, get_tokenizer, load_checkpoint, save_checkpoint, write_jsonl  # noqa: E402
 
 NAMES = ["Mira", "Tom", "Ana", "Bob"]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONIOENCODING": "utf-8"}
 REASK = "not a ranking: type each of 1..{k} once, best first"
-
-
-def write_jsonl(path, records):
-    with open(path, "w") as f:
-        for r in records:
-            f.write(json.dumps(r) + "\n")
-    return str(path)
 
 
 def read_lines(path):

@@ -3,7 +3,6 @@ reward.py: equation (1) by hand, one forward pass per completion, normalisation,
 
     python -m pytest tests/test_reward.py -q
 """
-import json
 import math
 import os
 import sys
@@ -13,7 +12,7 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 import reward  # noqa: E402
-from model import GPT, GPTConfig, get_tokenizer, load_checkpoint, save_checkpoint  # noqa: E402
+from model import GPT, GPTConfig, get_tokenizer, load_checkpoint, save_checkpoint, write_jsonl  # noqa: E402
 
 
 def softplus(x):
@@ -59,13 +58,6 @@ def test_normalizing_shift():
 # --- fixtures: a tiny SFT checkpoint and its data ------------------------------------------------
 
 WORDS = ["fox", "owl", "deer", "cat", "dog", "hen", "bee", "ant", "elk", "yak"]
-
-
-def write_jsonl(path, records):
-    with open(path, "w") as f:
-        for r in records:
-            f.write(json.dumps(r) + "\n")
-    return str(path)
 
 
 @pytest.fixture

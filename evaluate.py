@@ -29,8 +29,8 @@ import time
 import torch
 import torch.nn.functional as F
 
-from model import (HelpFormatter, GPT2_SIZES, from_pretrained, generate, get_tokenizer, left_pad, load_checkpoint, load_reward_model, model_from_checkpoint, read_documents,
-                   read_jsonl, rewards_at_last_token, token_logprobs)
+from model import (HelpFormatter, GPT2_SIZES, from_pretrained, get_tokenizer, left_pad, load_checkpoint, load_reward_model, model_from_checkpoint, read_documents,
+                   read_jsonl, rewards_at_last_token, sample_responses, token_logprobs)
 
 parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter)
 parser.add_argument("--world", default="data/world", help="folder of the generated default world")
@@ -124,14 +124,11 @@ def corpus_loss(model, docs, eot, enc, device, block_size):
 @torch.no_grad()
 def zero_shot_accuracy(model, items, enc, device, max_new_tokens=12):
     """A 'public NLP task' of the world, in the corpus's own phrasing: greedy answer contains the gold answer."""
-    prompts = [enc.encode_ordinary(it["prompt"]) for it in items]
+    responses = sample_responses(model, [enc.encode_ordinary(it["prompt"]) for it in items], max_new_tokens, enc.eot_token, temperature=0)
     correct = 0
-    for i in range(0, len(prompts), 64):
-        tokens, _, _, rmask = generate(model, prompts[i:i + 64], max_new_tokens, enc.eot_token, temperature=0)
-        P = tokens.size(1) - rmask.size(1)
-        for row, it in zip(tokens[:, P:].tolist(), items[i:i + 64]):
-            answer = enc.decode([t for t in row if t != enc.eot_token]).split("\n")[0]
-            correct += it["answer"].lower() in answer.lower()
+    for r, it in zip(responses, items):
+        answer = enc.decode([t for t in r if t != enc.eot_token]).split("\n")[0]
+        correct += it["answer"].lower() in answer.lower()
     return correct / len(items)
 
 
@@ -259,16 +256,9 @@ def main(argv=None):
 
     def sample(model, contexts, seed):
         """One response per context: token lists (eot included when it ended), texts, ended flags."""
-        gen = torch.Generator(device).manual_seed(seed)
-        responses, texts, ended = [], [], []
-        for i in range(0, len(contexts), 64):
-            tokens, _, _, rmask = generate(model, contexts[i:i + 64], args.max_new_tokens, eot, args.temperature, generator=gen)
-            P = tokens.size(1) - rmask.size(1)
-            for row, m in zip(tokens[:, P:].tolist(), rmask.tolist()):
-                r = row[:sum(m)]
-                responses.append(r)
-                ended.append(bool(r) and r[-1] == eot)
-                texts.append(enc.decode(r[:-1] if ended[-1] else r))
+        responses = sample_responses(model, contexts, args.max_new_tokens, eot, args.temperature, generator=torch.Generator(device).manual_seed(seed))
+        ended = [bool(r) and r[-1] == eot for r in responses]
+        texts = [enc.decode(r[:-1] if e else r) for r, e in zip(responses, ended)]
         return responses, texts, ended
 
     # the baseline's samples, and a second independent draw so SFT's own row is measured, not assumed

@@ -640,20 +640,24 @@ def rewards_at_last_token(rm, tokens, mask):
     return values.gather(1, last_token_index(mask)[:, None]).squeeze(1).float()
 
 
-def sample_texts(model, enc, prompts, max_new_tokens, temperature=1.0, batch_size=64, generator=None, ctx=None):
-    """Sample one response per prompt string; returns (response text without <|endoftext|>, ended) pairs."""
+def sample_responses(model, contexts, max_new_tokens, eot, temperature=1.0, batch_size=64, generator=None, ctx=None):
+    """One sampled response per context (a token list): its tokens, <|endoftext|> last when it ended."""
     from contextlib import nullcontext
     out = []
-    for i in range(0, len(prompts), batch_size):
-        ids = [enc.encode_ordinary(p) for p in prompts[i:i + batch_size]]
+    for i in range(0, len(contexts), batch_size):
         with ctx or nullcontext():
-            tokens, _, _, response_mask = generate(model, ids, max_new_tokens, enc.eot_token, temperature, generator=generator)
+            tokens, _, _, response_mask = generate(model, contexts[i:i + batch_size], max_new_tokens, eot, temperature, generator=generator)
         P = tokens.size(1) - response_mask.size(1)
-        for row, m in zip(tokens[:, P:].tolist(), response_mask.tolist()):
-            n = sum(m)
-            ended = n > 0 and row[n - 1] == enc.eot_token
-            out.append((enc.decode(row[:n - 1] if ended else row[:n]), ended))
+        out += [row[:sum(m)] for row, m in zip(tokens[:, P:].tolist(), response_mask.tolist())]
     return out
+
+
+def sample_texts(model, enc, prompts, max_new_tokens, temperature=1.0, batch_size=64, generator=None, ctx=None):
+    """Sample one response per prompt string; returns (response text without <|endoftext|>, ended) pairs."""
+    responses = sample_responses(model, [enc.encode_ordinary(p) for p in prompts], max_new_tokens, enc.eot_token, temperature,
+                                 batch_size, generator, ctx)
+    ended = [bool(r) and r[-1] == enc.eot_token for r in responses]
+    return [(enc.decode(r[:-1] if e else r), e) for r, e in zip(responses, ended)]
 
 
 def cosine_lr(step, lr, warmup_steps, max_steps, min_lr_ratio):

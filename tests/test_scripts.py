@@ -1,6 +1,7 @@
 """
-The shell scripts the README runs (data/pipeline.sh, sizes.sh, rounds.sh): every flag they pass exists in the
-`--help` of the script it is passed to, so renaming a flag cannot silently break the README's commands.
+The shell scripts the README runs (data/pipeline.sh, sizes.sh, rounds.sh) and the commands written out in
+README.md and data/README.md: every flag they pass exists in the `--help` of the script it is passed to, so
+renaming a flag cannot silently break them. (bench/README.md's scripts need bench/requirements.txt.)
 
     python -m pytest tests/test_scripts.py -q
 """
@@ -34,6 +35,20 @@ def python_commands(path):
     return commands
 
 
+def readme_commands(path):
+    """(script, flags) of every `python X.py ...` or `torchrun ... X.py ...` in a markdown file: in fenced blocks a line is a command (a
+    trailing backslash continues it, # starts a comment); an inline `code` span may wrap over lines."""
+    text = open(path).read()
+    lines = [line.split("#", 1)[0] for block in re.findall(r"```[a-z]*\n(.*?)```", text, re.S)
+             for line in block.replace("\\\n", " ").split("\n")]
+    lines += [" ".join(span.split()) for span in re.findall(r"`([^`]+)`", re.sub(r"```.*?```", "", text, flags=re.S))]
+    commands = []
+    for line in lines:
+        for m in re.finditer(r"(?:python|torchrun(?: +--\S+)*) ([\w/]+\.py)((?: +[^\s&;|]+)*)", line):
+            commands.append((m.group(1), re.findall(r"(?<!\S)(--[a-z_]+)", m.group(2))))
+    return commands
+
+
 def test_the_scripts_run_every_stage():
     assert [os.path.basename(p) for p in SHELL_SCRIPTS] == ["pipeline.sh", "rounds.sh", "sizes.sh"]
     pipeline = [script for script, _ in python_commands(SHELL_SCRIPTS[0])]
@@ -47,3 +62,12 @@ def test_every_flag_exists(path):
     for script, flags in commands:
         unknown = set(flags) - flags_in_help(script)
         assert not unknown, f"{os.path.basename(path)}: {script} has no {sorted(unknown)}"
+
+
+@pytest.mark.parametrize("path", ["README.md", "data/README.md"])
+def test_every_flag_in_the_readme_exists(path):
+    commands = [(script, flags) for script, flags in readme_commands(os.path.join(ROOT, path)) if not script.startswith("bench/")]
+    assert len(commands) >= 10, f"{path}: only {len(commands)} python commands found"
+    for script, flags in commands:
+        unknown = set(flags) - flags_in_help(script)
+        assert not unknown, f"{path}: {script} has no {sorted(unknown)}"

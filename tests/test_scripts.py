@@ -25,28 +25,26 @@ def flags_in_help(script):
     return set(re.findall(r"(--[a-z_]+)", out.stdout))
 
 
-def python_commands(path):
-    """(script, flags) of every `python X.py ...` command in a shell script."""
+def commands_in(lines):
+    """(script, flags) of every `python X.py ...` or `torchrun ... X.py ...` in lines of shell."""
     commands = []
-    for line in open(path):
-        line = line.split("#", 1)[0]
-        for m in re.finditer(r"python ([\w/]+\.py)((?: +(?:--[a-z_]+|\S+))*)", line):
+    for line in lines:
+        for m in re.finditer(r"(?:python|torchrun(?: +--\S+)*) ([\w/]+\.py)((?: +[^\s&;|]+)*)", line.split("#", 1)[0]):
             commands.append((m.group(1), re.findall(r"(?<!\S)(--[a-z_]+)", m.group(2))))
     return commands
+
+
+def python_commands(path):
+    """The commands of a shell script."""
+    return commands_in(open(path).read().replace("\\\n", " ").split("\n"))
 
 
 def readme_commands(path):
-    """(script, flags) of every `python X.py ...` or `torchrun ... X.py ...` in a markdown file: in fenced blocks a line is a command (a
-    trailing backslash continues it, # starts a comment); an inline `code` span may wrap over lines."""
+    """The commands of a markdown file: in fenced blocks a line is a command (a trailing backslash continues it);
+    an inline `code` span may wrap over lines."""
     text = open(path).read()
-    lines = [line.split("#", 1)[0] for block in re.findall(r"```[a-z]*\n(.*?)```", text, re.S)
-             for line in block.replace("\\\n", " ").split("\n")]
-    lines += [" ".join(span.split()) for span in re.findall(r"`([^`]+)`", re.sub(r"```.*?```", "", text, flags=re.S))]
-    commands = []
-    for line in lines:
-        for m in re.finditer(r"(?:python|torchrun(?: +--\S+)*) ([\w/]+\.py)((?: +[^\s&;|]+)*)", line):
-            commands.append((m.group(1), re.findall(r"(?<!\S)(--[a-z_]+)", m.group(2))))
-    return commands
+    lines = [line for block in re.findall(r"```[a-z]*\n(.*?)```", text, re.S) for line in block.replace("\\\n", " ").split("\n")]
+    return commands_in(lines + [" ".join(span.split()) for span in re.findall(r"`([^`]+)`", re.sub(r"```.*?```", "", text, flags=re.S))])
 
 
 def test_the_scripts_run_every_stage():

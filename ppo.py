@@ -89,9 +89,11 @@ def kl_penalized_rewards(logprobs, ref_logprobs, score, response_mask, beta):
 
 def gae_advantages(rewards, values, mask, gamma=1.0, lam=0.95):
     """Generalised advantage estimation over the response tokens, backwards from the last one:
-        δ_t = R_t + γ·V(s_{t+1}) − V(s_t),   A_t = δ_t + γλ·A_{t+1},   V and A are 0 past the last real token.
+        δ_t = R_t + γ·V(s_{t+1}) − V(s_t),   A_t = δ_t + γλ·A_{t+1},
+    with R, V and A 0 past the last real token (R too: a reward on padding would reach the last real
+    token's advantage through A_{t+1}).
     Returns (advantages, returns = advantages + values): the returns, taken before whitening, are the value targets."""
-    values = torch.where(mask, values, 0.0)
+    values, rewards = torch.where(mask, values, 0.0), torch.where(mask, rewards, 0.0)
     advantages = torch.zeros_like(rewards)
     next_value, next_advantage = torch.zeros_like(rewards[:, 0]), torch.zeros_like(rewards[:, 0])
     for t in reversed(range(rewards.size(1))):

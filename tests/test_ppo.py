@@ -62,6 +62,18 @@ def test_gae_by_hand():
     assert torch.allclose(a[0], torch.tensor([2.05 - 0.5, 2.1 - 1.0, 2.0 - 1.5]))
 
 
+def test_gae_ignores_rewards_on_padding():
+    # row 1 of test_gae_by_hand with 9.0 on its padding: the advantages must not see it
+    rewards = torch.tensor([[1.0, 2.0, 9.0]])
+    values = torch.tensor([[1.0, 1.0, 5.0]])
+    mask = torch.tensor([[T, T, F]])
+    advantages, returns = ppo.gae_advantages(rewards, values, mask, 0.9, 0.95)
+    # as there: A2 = 2.0 − 1.0 = 1.0, A1 = (1.0 + 0.9·1.0 − 1.0) + 0.855·1.0 = 1.755
+    # (a leak would give δ3 = 9.0 and A2 = 1.0 + 0.855·9.0 = 8.695)
+    assert torch.allclose(advantages, torch.tensor([[1.755, 1.0, 0.0]]))
+    assert torch.allclose(returns, torch.tensor([[2.755, 2.0, 0.0]]))
+
+
 def test_whiten_over_masked_tokens_only():
     x = torch.tensor([[1.0, 2.0, 99.0], [3.0, 100.0, 100.0]])
     mask = torch.tensor([[T, T, F], [T, F, F]])

@@ -112,6 +112,13 @@ def all_sum(t):
     return t
 
 
+def all_max(t):
+    """Maximum of a tensor over DDP ranks (in place); a single process returns it as is."""
+    if dist.is_initialized():
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return t
+
+
 def masked_mean_var(x, mask):
     """Mean and (biased) variance of x over the True entries of mask, over all DDP ranks."""
     total = all_sum(torch.stack([torch.where(mask, x, 0.0).sum(), mask.sum().to(x.dtype)]))
@@ -311,7 +318,8 @@ def ppo_update(policy, value, optimizers, rollout, beta, iteration, args, ctx=nu
         for k, rows in enumerate(minibatch_rows(args.batch_size, args.minibatch_size, rank, world_size, generator)):
             rows = rows.to(device)
             n_tokens = all_sum(response_mask[rows].sum().float())
-            step_stats, ratio_dev = torch.zeros(len(names), device=device), 0.0
+            step_stats = torch.zeros(len(names), device=device)
+            ratio_dev = torch.zeros((), device=device)  # the largest |ρ − 1| of this rank's rows
             # the minibatch in two passes, each over the rows of similar length cut to their longest: the same gradient
             # as one pass over all of them, much less padding
             halves = rows[lengths[rows].argsort(stable=True)].chunk(2)
@@ -337,13 +345,14 @@ def ppo_update(policy, value, optimizers, rollout, beta, iteration, args, ctx=nu
                     entropy = -(logp.exp() * logp).sum() / n_tokens
                 step_stats += torch.stack([loss.detach(), pg_loss.detach(), vf_loss.detach(), ptx_logprob.detach(), pg_stats["clipfrac"],
                                            pg_stats["approx_kl"], entropy, vf_stats["vf_clipfrac"]]).float()
-                ratio_dev = max(ratio_dev, pg_stats["ratio_dev"].item())
+                ratio_dev = torch.maximum(ratio_dev, pg_stats["ratio_dev"].float())
                 # DDP averages gradients over ranks; scaling by world_size turns that average back into the global sum / n_tokens
                 (scaler.scale(loss * world_size) if scaler else loss * world_size).backward()
             step_stats = all_sum(step_stats)
             check_finite(step_stats[0].item(), iteration + 1, args.out_dir)  # every rank sees the same global loss and stops together
             if n_steps == 0:  # before any step the ratio is 1: a check that old log-probs come from the same forward
-                stats["ratio_dev_first"], stats["clipfrac_first"] = ratio_dev, step_stats[4].item()
+                stats["ratio_dev_first"] = all_max(ratio_dev).item()  # every rank's rows, not one's
+                stats["clipfrac_first"] = step_stats[4].item()
             optimizer_steps((policy, value), optimizers, scaler, args.grad_clip)
             sums += step_stats
             n_steps += 1
@@ -506,6 +515,7 @@ def main(argv=None):
         iteration += 1
         log({"iter": iteration, "score": stats["score"], "kl": stats["kl"], "reward": stats["reward"], "length": stats["length"],
              "eot": stats["eot"], "entropy": stats["entropy"], "approx_kl": stats["approx_kl"], "clipfrac": stats["clipfrac"],
+             "ratio_dev_first": stats["ratio_dev_first"], "clipfrac_first": stats["clipfrac_first"],
              "vf_loss": stats["vf_loss"], "explained_var": stats["explained_var"],
              **({"ptx_loss": stats["ptx_loss"]} if args.ptx_coef > 0 else {}), "objective": stats["objective"], "beta": beta,
              "t_rollout": round(t1 - t0, 2), "t_score": round(t2 - t1, 2), "t_update": round(t3 - t2, 2)})

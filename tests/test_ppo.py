@@ -248,6 +248,9 @@ def test_ratio_is_one_on_first_minibatch_and_checkpoints(world, capsys):
     for key in ("score", "kl", "reward", "length", "entropy", "approx_kl", "clipfrac", "vf_loss", "ptx_loss", "beta",
                 "explained_var", "t_rollout", "t_score", "t_update"):
         assert key in records[0], key
+    for r in records:  # the first-ratio check is in the log too
+        assert r["ratio_dev_first"] <= 1e-6 and r["clipfrac_first"] == 0
+    assert records[-1]["ratio_dev_first"] == stats["ratio_dev_first"]
     r = records[0]
     assert abs(r["reward"] - (r["score"] - r["beta"] * r["kl"])) < 1e-5
     assert abs(r["kl"]) < 1e-5, "the first rollout comes from the SFT policy itself: KL 0"
@@ -317,6 +320,9 @@ def test_ddp_update_equals_one_process(world):
     tokens, mask, _, response_mask = generate(policy, prompts, 12, enc.eot_token, generator=torch.Generator().manual_seed(0))
     rollout = ppo.score_rollouts(policy, policy, rm, rm, tokens, mask, response_mask, enc.eot_token, args)
     rollout["ref_logprobs"] -= 0.01 * torch.arange(rollout["ref_logprobs"].size(1))  # the policy is its own reference: make the KL non-zero
+    # old log-probs 0.1 too high on the second process's rows only: there the first ratio is e^−0.1,
+    # on the first's 1; the first minibatch's largest |ρ − 1|, 1 − e^−0.1, needs both processes
+    rollout["logprobs"][4:] += 0.1 * rollout["response_mask"][4:]
     ptx = torch.randint(0, enc.n_vocab, (4, 2, 97), generator=torch.Generator().manual_seed(0))
     torch.save({"rollout": rollout, "ptx": ptx}, world["tmp"] / "fixed.pt")
 
@@ -329,6 +335,8 @@ def test_ddp_update_equals_one_process(world):
     assert max_diff(one["policy"], weights(world["policy"])) > 1e-4, "the update did something"
     for key in ("score", "kl", "loss", "pg_loss", "vf_loss", "ptx_loss", "clipfrac", "approx_kl", "entropy", "explained_var"):
         assert abs(one["stats"][key] - two["stats"][key]) <= 1e-5, key
+    for stats in (one["stats"], two["stats"]):  # two: rank 0's, which logs
+        assert abs(stats["ratio_dev_first"] - (1 - math.exp(-0.1))) <= 1e-5
 
 
 def test_torchrun_two_processes(world):

@@ -717,13 +717,26 @@ def set_rng_state(state):
         torch.cuda.set_rng_state(state["cuda"])
 
 
-def run_log(out_dir, master, resume=False):
+def run_log(out_dir, master, resumed_at=None, key="step"):
     """log(record): one progress line on the master ("step 42 | loss 2.31 | ...") and the same record in
-    out_dir/log.jsonl, which a fresh run starts anew and a resumed one continues."""
+    out_dir/log.jsonl. A fresh run (resumed_at None) starts the file anew. A run resumed from the
+    checkpoint of step resumed_at continues it, less the rows past that step (record[key] >
+    resumed_at): the stopped run logged them after its last checkpoint, and this one logs those
+    steps again. The file is rewritten through a temp file, so a crash here keeps it whole."""
     if not master:
         return lambda record: None
     os.makedirs(out_dir, exist_ok=True)
-    f = open(os.path.join(out_dir, "log.jsonl"), "a" if resume else "w")
+    path = os.path.join(out_dir, "log.jsonl")
+    if resumed_at is not None and os.path.exists(path):
+        rows = []
+        with open(path) as f:
+            for line in f:
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError:  # a last line the kill cut short
+                    pass
+        write_jsonl(path, [r for r in rows if r[key] <= resumed_at])
+    f = open(path, "w" if resumed_at is None else "a")
 
     def log(record):
         print(" | ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in record.items()), flush=True)

@@ -471,7 +471,7 @@ def main(argv=None):
     if ddp:
         ids = [torch.device(device).index] if device_type == "cuda" else None
         policy, value = DDP(policy, device_ids=ids), DDP(value, device_ids=ids)
-    log = run_log(args.out_dir, master, args.resume)
+    log = run_log(args.out_dir, master, iteration if args.resume else None, key="iter")
     stale = [] if args.resume or not master else glob.glob(os.path.join(args.out_dir, "iter*.pt"))
     for path in stale:  # an earlier run's policies would pass for this one's in evaluate.py --curve
         os.remove(path)

@@ -202,7 +202,7 @@ def main(argv=None):
         del last
     raw_model = model
     model = wrap_for_training(model, device, args.compile, ddp)
-    log = run_log(args.out_dir, master, args.resume)
+    log = run_log(args.out_dir, master, step if args.resume else None)
 
     def checkpoint(name, optimizer=None, **extra):
         if master:

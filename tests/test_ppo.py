@@ -357,13 +357,13 @@ def test_resume_equals_uninterrupted(world, monkeypatch):
 
     real = ppo.batch_indices
 
-    def killed_at_iteration_2(n, batch_size, step, seed, stream):
-        if stream == ppo.PROMPTS and step == 2:
+    def killed_in_iteration_4(n, batch_size, step, seed, stream):
+        if stream == ppo.PROMPTS and step == 3:
             raise KeyboardInterrupt
         return real(n, batch_size, step, seed, stream)
-    monkeypatch.setattr(ppo, "batch_indices", killed_at_iteration_2)
-    with pytest.raises(KeyboardInterrupt):
-        ppo.main(argv(world, *common))
+    monkeypatch.setattr(ppo, "batch_indices", killed_in_iteration_4)
+    with pytest.raises(KeyboardInterrupt):  # a longer run, saved every 2: iteration 3 is logged, not saved
+        ppo.main(argv(world, *common, "--iterations", "4", "--save_interval", "2"))
     monkeypatch.undo()
     assert load_checkpoint(os.path.join(world["out"], "last.pt"))["iteration"] == 2
     ppo.main(argv(world, *common, "--resume"))
@@ -372,6 +372,10 @@ def test_resume_equals_uninterrupted(world, monkeypatch):
     assert b["iteration"] == 3 and a["beta"] == b["beta"] and a["beta"] != 0.05, "β adapted and resumed"
     assert max_diff(a["model"], b["model"]) <= 1e-6
     assert max_diff(a["value"]["model"], b["value"]["model"]) <= 1e-6
+    # the resumed run's log has the uninterrupted one's rows: iteration 3 once, not once per run
+    for d in (world["out"] + "-a", world["out"]):
+        with open(os.path.join(d, "log.jsonl")) as f:
+            assert [json.loads(line)["iter"] for line in f] == [1, 2, 3]
 
 
 # --- 5. NaN stops with one line; the last good checkpoint stays -----------------------------------

@@ -3,6 +3,7 @@ reward.py: equation (1) by hand, one forward pass per completion, normalisation,
 
     python -m pytest tests/test_reward.py -q
 """
+import json
 import math
 import os
 import sys
@@ -171,21 +172,30 @@ def test_init_rm_continues_a_reward_model(world):
 # --- same engineering as sft.py: exact resume, DDP ----------------------------------------------
 
 def test_resume_equals_uninterrupted(world, monkeypatch):
-    run(world, "--epochs", "2", "--eval_interval", "2", "--out_dir", world["out"] + "-a")
+    common = ["--epochs", "2", "--eval_interval", "2", "--log_interval", "1"]
+    run(world, *common, "--out_dir", world["out"] + "-a")
     real = reward.cosine_lr
 
-    def killed_at_step_4(step, *a):
-        if step == 4:
+    def killed_in_step_6(step, *a):  # after step 5 is logged; its checkpoint (every 2 steps) never came
+        if step == 5:
             raise KeyboardInterrupt
         return real(step, *a)
-    monkeypatch.setattr(reward, "cosine_lr", killed_at_step_4)
+    monkeypatch.setattr(reward, "cosine_lr", killed_in_step_6)
     with pytest.raises(KeyboardInterrupt):
-        run(world, "--epochs", "2", "--eval_interval", "2")
+        run(world, *common)
     monkeypatch.undo()
-    run(world, "--epochs", "2", "--eval_interval", "2", "--resume")
+    run(world, *common, "--resume")
     a = load_checkpoint(os.path.join(world["out"] + "-a", "model.pt"))["model"]
     b = load_checkpoint(os.path.join(world["out"], "model.pt"))["model"]
     assert max((a[k] - b[k]).abs().max().item() for k in a) <= 1e-6
+    # the resumed run's log has the uninterrupted one's rows: step 5 once, not once per run
+    assert log_rows(world["out"]) == log_rows(world["out"] + "-a")
+
+
+def log_rows(out_dir):
+    """(step, what was logged) of each log.jsonl row."""
+    with open(os.path.join(out_dir, "log.jsonl")) as f:
+        return [(r["step"], sorted(r)) for r in map(json.loads, f)]
 
 
 def test_torchrun_two_processes_equal_one(world):

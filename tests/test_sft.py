@@ -79,20 +79,30 @@ def test_resume_equals_uninterrupted(tmp_path, demos, monkeypatch):
 
     real = sft.cosine_lr
 
-    def killed_at_step_4(step, *a):
-        if step == 4:
+    def killed_in_step_6(step, *a):  # after step 5 is logged; its checkpoint (every 2 steps) never came
+        if step == 5:
             raise KeyboardInterrupt
         return real(step, *a)
-    monkeypatch.setattr(sft, "cosine_lr", killed_at_step_4)
+    monkeypatch.setattr(sft, "cosine_lr", killed_in_step_6)
     with pytest.raises(KeyboardInterrupt):
         sft.main(common + ["--out_dir", str(tmp_path / "b")])
     monkeypatch.undo()
     assert load_checkpoint(str(tmp_path / "b" / "last.pt"))["step"] == 4
+    with open(tmp_path / "b" / "log.jsonl", "a") as f:
+        f.write('{"step": 5, "lo')  # and a line the kill cut short
     sft.main(common + ["--out_dir", str(tmp_path / "b"), "--resume"])
 
     a, b = weights(str(tmp_path / "a" / "last.pt")), weights(str(tmp_path / "b" / "last.pt"))
     assert load_checkpoint(str(tmp_path / "b" / "last.pt"))["step"] == 6
     assert max((a[k] - b[k]).abs().max().item() for k in a) <= 1e-6
+    # the resumed run's log has the uninterrupted one's rows: step 5 once, not once per run
+    assert log_rows(tmp_path / "b") == log_rows(tmp_path / "a")
+
+
+def log_rows(out_dir):
+    """(step, what was logged) of each log.jsonl row."""
+    with open(os.path.join(out_dir, "log.jsonl")) as f:
+        return [(r["step"], sorted(r)) for r in map(json.loads, f)]
 
 
 # --- 4. DDP ------------------------------------------------------------------------------------

@@ -700,11 +700,16 @@ def optimizer_step(model, optimizer, scaler=None, grad_clip=0.0):
     optimizer.zero_grad(set_to_none=True)
 
 
-def check_finite(value, step, out_dir):
-    """A NaN or inf loss stops the run before it reaches a checkpoint."""
+def check_finite(value, step, out_dir, saved=None):
+    """A NaN or inf loss stops the run before it reaches a checkpoint. saved: the step of this run's
+    out_dir/last.pt (resumed from or written), None before its first; a last.pt there then is an
+    earlier run's, no good state of this one, so the message names it only when saved is set."""
     if not math.isfinite(value):
-        raise SystemExit(f"error: loss is {value} at step {step}: lower the learning rate or check the data; "
-                         f"{out_dir}/last.pt still holds the last good state (--resume continues from it)")
+        where = (f"{out_dir}/last.pt still holds the last good state, step {saved} "
+                 "(--resume continues from it)" if saved is not None
+                 else "no checkpoint of this run yet: rerun it from the start")
+        raise SystemExit(f"error: loss is {value} at step {step}: lower the learning rate or check "
+                         f"the data; {where}")
 
 
 def rng_state():

@@ -284,11 +284,13 @@ def score_rollouts(policy, ref, value, rm, tokens, mask, response_mask, eot, arg
     return rollout
 
 
-def ppo_update(policy, value, optimizers, rollout, beta, iteration, args, ctx=nullcontext(), scaler=None, ptx=None):
+def ppo_update(policy, value, optimizers, rollout, beta, iteration, args, ctx=nullcontext(),
+               scaler=None, ptx=None, saved=None):
     """PPO on one rollout batch (this rank's rows of it): KL-penalised rewards, GAE, whitening over the global batch,
     then --ppo_epochs passes of minibatch steps of the total loss (policy and value together; the pretraining term
     too when ptx_coef > 0, ptx(epoch, k) giving this rank's share of that step's pretraining batch as (x, y)).
-    policy and value may be DDP-wrapped. Returns global (all-reduced) statistics as floats."""
+    policy and value may be DDP-wrapped; saved: the iteration of this run's last.pt (None: none
+    yet), named if the loss turns NaN. Returns global (all-reduced) statistics as floats."""
     world_size = dist.get_world_size() if dist.is_initialized() else 1
     rank = dist.get_rank() if dist.is_initialized() else 0
     tokens, mask, response_mask = rollout["tokens"], rollout["mask"], rollout["response_mask"]
@@ -349,7 +351,8 @@ def ppo_update(policy, value, optimizers, rollout, beta, iteration, args, ctx=nu
                 # DDP averages gradients over ranks; scaling by world_size turns that average back into the global sum / n_tokens
                 (scaler.scale(loss * world_size) if scaler else loss * world_size).backward()
             step_stats = all_sum(step_stats)
-            check_finite(step_stats[0].item(), iteration + 1, args.out_dir)  # every rank sees the same global loss and stops together
+            # every rank sees the same global loss and stops together
+            check_finite(step_stats[0].item(), iteration + 1, args.out_dir, saved)
             if n_steps == 0:  # before any step the ratio is 1: a check that old log-probs come from the same forward
                 stats["ratio_dev_first"] = all_max(ratio_dev).item()  # every rank's rows, not one's
                 stats["clipfrac_first"] = step_stats[4].item()
@@ -472,6 +475,7 @@ def main(argv=None):
         ids = [torch.device(device).index] if device_type == "cuda" else None
         policy, value = DDP(policy, device_ids=ids), DDP(value, device_ids=ids)
     log = run_log(args.out_dir, master, iteration if args.resume else None, key="iter")
+    saved = iteration if args.resume else None  # this run's last.pt, named if the loss turns NaN
     stale = [] if args.resume or not master else glob.glob(os.path.join(args.out_dir, "iter*.pt"))
     for path in stale:  # an earlier run's policies would pass for this one's in evaluate.py --curve
         os.remove(path)
@@ -510,7 +514,7 @@ def main(argv=None):
         sync()
         t2 = time.time()
         stats = ppo_update(policy, value, (policy_opt, value_opt), rollout, beta, iteration, args, ctx, scaler,
-                           ptx_batch(iteration) if args.ptx_coef > 0 else None)
+                           ptx_batch(iteration) if args.ptx_coef > 0 else None, saved)
         t3 = time.time()
         iteration += 1
         log({"iter": iteration, "score": stats["score"], "kl": stats["kl"], "reward": stats["reward"], "length": stats["length"],
@@ -533,6 +537,7 @@ def main(argv=None):
             beta = adaptive_kl_coef(beta, stats["kl"], args.target_kl, args.batch_size, args.horizon)
         if iteration % args.save_interval == 0 or iteration == args.iterations:
             save(iteration)
+            saved = iteration
 
     if ddp:
         del policy, value  # the DDP wrappers hold the process group: free them first, or exit can abort

@@ -217,6 +217,7 @@ def main(argv=None):
     raw_model = model
     model = wrap_for_training(model, device, args.compile, ddp)
     log = run_log(args.out_dir, master, step if args.resume else None)
+    saved = step if args.resume else None  # this run's last.pt, named if the loss turns NaN
 
     def validate():
         record = {"step": step}
@@ -246,7 +247,7 @@ def main(argv=None):
             loss_sum += loss.item()
             acc += torch.stack([correct, pairs]).float().cpu()
             seen += sum(len(r) for r in batch)
-        check_finite(loss_sum, step, args.out_dir)
+        check_finite(loss_sum, step, args.out_dir, saved)
         optimizer_step(model, optimizer, scaler, args.grad_clip)
         step += 1
         if step % args.log_interval == 0 or step == max_steps:
@@ -259,6 +260,7 @@ def main(argv=None):
             if master:
                 save_checkpoint(os.path.join(args.out_dir, "last.pt"), raw_model, optimizer, tokenizer=tokenizer, step=step,
                                 args=vars(args), rng=rng_state())
+            saved = step
 
     # normalisation (paper: "so that the labeler demonstrations achieve a mean score of 0 before doing RL")
     model.eval()

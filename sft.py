@@ -203,6 +203,7 @@ def main(argv=None):
     raw_model = model
     model = wrap_for_training(model, device, args.compile, ddp)
     log = run_log(args.out_dir, master, step if args.resume else None)
+    saved = step if args.resume else None  # this run's last.pt, named if the loss turns NaN
 
     def checkpoint(name, optimizer=None, **extra):
         if master:
@@ -238,7 +239,7 @@ def main(argv=None):
             (scaler.scale(loss) if scaler else loss).backward()
             loss_sum += loss.item() / world_size
             tokens_seen += sum(len(ids) - 1 for ids, _ in part)  # real tokens, not padding
-        check_finite(loss_sum, step, args.out_dir)
+        check_finite(loss_sum, step, args.out_dir, saved)
         optimizer_step(model, optimizer, scaler, args.grad_clip)
         step += 1
         if ddp:  # the logged loss is the global batch's
@@ -260,6 +261,7 @@ def main(argv=None):
                 history.append((step, val_loss))
                 checkpoint(f"step{step}.pt")
             checkpoint("last.pt", optimizer=optimizer, history=history, rng=rng_state())
+            saved = step
 
     # -------------------------------------------------------------------------
     # selection: the paper picks the SFT model by RM score on validation prompts, not by validation loss

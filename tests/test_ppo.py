@@ -394,8 +394,14 @@ def test_nan_stops_and_keeps_last_good_checkpoint(world, monkeypatch):
         ppo.main(argv(world, "--iterations", "3", "--resume"))
     message = str(e.value)
     assert message.startswith("error: loss is nan at step 2") and "\n" not in message and "last.pt" in message
+    assert "last.pt still holds the last good state, step 1" in message
     assert sha(last) == before and load_checkpoint(last)["iteration"] == 1
     assert not [f for f in os.listdir(world["out"]) if ".tmp" in f]
+    # a fresh run has no good state before its first save: the last.pt there is the earlier run's
+    with pytest.raises(SystemExit) as e:
+        ppo.main(argv(world, "--iterations", "3"))
+    assert "still holds" not in str(e.value) and "no checkpoint of this run yet" in str(e.value)
+    assert sha(last) == before
 
 
 # --- 6. help and one-line errors ----------------------------------------------------------------------

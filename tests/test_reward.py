@@ -198,6 +198,22 @@ def log_rows(out_dir):
         return [(r["step"], sorted(r)) for r in map(json.loads, f)]
 
 
+def test_nan_stop_names_the_last_good_checkpoint(world, monkeypatch):
+    run(world, "--max_steps", "2")  # last.pt at step 2
+    real = reward.ranking_loss
+
+    def nan_loss(*a):
+        loss, stats = real(*a)
+        return loss * float("nan"), stats
+    monkeypatch.setattr(reward, "ranking_loss", nan_loss)
+    with pytest.raises(SystemExit) as e:
+        run(world, "--max_steps", "4", "--resume")
+    assert f"{world['out']}/last.pt still holds the last good state, step 2" in str(e.value)
+    with pytest.raises(SystemExit) as e:  # a fresh run: the last.pt there is the earlier run's
+        run(world, "--max_steps", "4")
+    assert "still holds" not in str(e.value) and "no checkpoint of this run yet" in str(e.value)
+
+
 def test_torchrun_two_processes_equal_one(world):
     import subprocess
     root = os.path.join(os.path.dirname(__file__), "..")

@@ -105,6 +105,21 @@ def log_rows(out_dir):
         return [(r["step"], sorted(r)) for r in map(json.loads, f)]
 
 
+def test_nan_stop_names_the_last_good_checkpoint(tmp_path, demos, monkeypatch):
+    train, val = demos
+    common = TINY + ["--train", train, "--val", val, "--batch_size", "16",
+                     "--out_dir", str(tmp_path)]
+    sft.main(common + ["--max_steps", "2"])  # last.pt at step 2
+    real = sft.masked_lm_loss
+    monkeypatch.setattr(sft, "masked_lm_loss", lambda *a: real(*a) * float("nan"))
+    with pytest.raises(SystemExit) as e:
+        sft.main(common + ["--max_steps", "4", "--resume"])
+    assert f"{tmp_path}/last.pt still holds the last good state, step 2" in str(e.value)
+    with pytest.raises(SystemExit) as e:  # a fresh run: the last.pt there is the earlier run's
+        sft.main(common + ["--max_steps", "4"])
+    assert "still holds" not in str(e.value) and "no checkpoint of this run yet" in str(e.value)
+
+
 # --- 4. DDP ------------------------------------------------------------------------------------
 
 def losses(out_dir):

@@ -18,10 +18,12 @@ import time
 import torch
 import torch.distributed as dist
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # data.labelers, for the default world's report
-from model import (HelpFormatter, GPT, GPTConfig, check_finite, compute_init, compute_cleanup, cosine_lr, epoch_batch, from_pretrained, get_tokenizer, left_pad, load_checkpoint,
-                   model_from_checkpoint, optimizer_step, peak_flops, read_documents, read_jsonl, rewards_at_last_token,
-                   rng_state, run_log, sample_texts, save_checkpoint, set_rng_state, wrap_for_training)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # data.labelers, evaluate, late
+from model import (HelpFormatter, GPT, GPTConfig, check_finite, compute_init, compute_cleanup,
+                   cosine_lr, epoch_batch, from_pretrained, get_tokenizer, load_checkpoint,
+                   model_from_checkpoint, optimizer_step, peak_flops, read_documents, read_jsonl,
+                   rng_state, run_log, sample_responses, sample_texts, save_checkpoint,
+                   set_rng_state, wrap_for_training)
 
 # -----------------------------------------------------------------------------
 parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter)
@@ -55,6 +57,8 @@ parser.add_argument("--log_interval", type=int, default=10, help="a progress lin
 parser.add_argument("--select_by", choices=["val_loss", "rm"], default="val_loss", help="which epoch checkpoint becomes model.pt: lowest validation loss, or highest mean reward-model score on validation prompts (paper)")
 parser.add_argument("--rm", default="out/rm/model.pt", help="with --select_by rm: the reward model checkpoint")
 parser.add_argument("--sample_tokens", type=int, default=48, help="response length when sampling for --select_by rm and the labeler report")
+parser.add_argument("--missing_eot_penalty", type=float, default=-1.0,
+                    help="with --select_by rm: the score of a response that never ends (as ppo.py)")
 parser.add_argument("--out_dir", default=None, help="writes last.pt (resume), step<N>.pt at each epoch end, model.pt (the selected one), log.jsonl [default: out/sft; out/base with --pretrain]")
 parser.add_argument("--resume", action="store_true", help="continue from out_dir/last.pt: weights, optimizer, step, data order and RNG")
 # system
@@ -267,17 +271,26 @@ def main(argv=None):
     # selection: the paper picks the SFT model by RM score on validation prompts, not by validation loss
     if master:
         if args.select_by == "rm":
+            # scored as by evaluate.py's RM judge and in ppo.py: a response that never ends gets
+            # the penalty, whatever the RM would say of it
+            from evaluate import rm_scores
             rm = model_from_checkpoint(rm_ckpt, device).eval()
             prompts = [r["prompt"] for r in read_jsonl(val_path, ["prompt"])][:256]
+            contexts = [enc.encode_ordinary(p) for p in prompts]
             scores = []
             for s, _ in history:
-                policy = model_from_checkpoint(load_checkpoint(os.path.join(args.out_dir, f"step{s}.pt")), device).eval()
-                responses = sample_texts(policy, enc, prompts, args.sample_tokens, generator=torch.Generator(device).manual_seed(0), ctx=ctx)
-                with torch.no_grad(), ctx:
-                    ids = [enc.encode_ordinary(p) + enc.encode_ordinary(r) + ([eot] if e else []) for p, (r, e) in zip(prompts, responses)]
-                    rewards = torch.cat([rewards_at_last_token(rm, *left_pad(ids[i:i + 64], eot, device)) for i in range(0, len(ids), 64)])
-                scores.append(rewards.mean().item())
-                print0(f"checkpoint step{s}.pt: mean RM score {scores[-1]:.3f} on {len(prompts)} validation prompts")
+                ckpt = load_checkpoint(os.path.join(args.out_dir, f"step{s}.pt"))
+                policy = model_from_checkpoint(ckpt, device).eval()
+                generator = torch.Generator(device).manual_seed(0)
+                responses = sample_responses(policy, contexts, args.sample_tokens, eot,
+                                             generator=generator, ctx=ctx)
+                ended = [bool(r) and r[-1] == eot for r in responses]
+                with ctx:
+                    rewards = rm_scores(rm, contexts, responses, ended, args.missing_eot_penalty,
+                                        device)
+                scores.append(sum(rewards) / len(rewards))
+                print0(f"checkpoint step{s}.pt: mean RM score {scores[-1]:.3f} "
+                       f"on {len(contexts)} validation prompts")
             best = max(range(len(history)), key=lambda i: scores[i])
         else:
             best = min(range(len(history)), key=lambda i: history[i][1])

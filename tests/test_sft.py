@@ -214,3 +214,31 @@ def test_select_by_reward_model(tmp_path, demos, capsys):
     assert "not a reward model" in one_line_error(TINY + ["--train", train, "--val", val, "--batch_size", "16", "--epochs", "1",
                                                           "--out_dir", str(tmp_path / "c"), "--select_by", "rm",
                                                           "--rm", str(tmp_path / "a" / "model.pt")])
+
+
+def test_select_by_rm_gives_unfinished_responses_the_penalty(tmp_path, demos, capsys, monkeypatch):
+    """Selection scores as ppo.py and evaluate.py do: a response without <|endoftext|> gets
+    --missing_eot_penalty (default -1), not the RM's score."""
+    import model
+    from model import GPT, GPTConfig, save_checkpoint, scalar_head_model
+    train, val = demos
+    config = GPTConfig(block_size=96, vocab_size=300, n_layer=1, n_head=2, n_embd=16)
+    rm = scalar_head_model(GPT(config))
+    with torch.no_grad():  # a constant RM: every finished response scores 0.5
+        rm.score.weight.zero_()
+        rm.score.bias.fill_(0.5)
+    save_checkpoint(str(tmp_path / "rm.pt"), rm, tokenizer="gpt2-300", step=0)
+
+    def every_other_finishes(policy, prompts, max_new_tokens, eot, *a, **k):
+        """Sampled responses [7, eot] (finished) and [7, 7] (cut at the 2-token limit), in turn."""
+        responses = torch.tensor([[7, eot] if i % 2 == 0 else [7, 7] for i in range(len(prompts))])
+        tokens = torch.cat([torch.zeros(len(prompts), 1, dtype=torch.long), responses], 1)
+        mask = torch.ones_like(tokens, dtype=torch.bool)
+        return tokens, mask, None, mask[:, 1:]
+    monkeypatch.setattr(model, "generate", every_other_finishes)
+    sft.main(TINY + ["--train", train, "--val", val, "--batch_size", "16", "--epochs", "1",
+                     "--sample_tokens", "2", "--out_dir", str(tmp_path / "a"), "--select_by", "rm",
+                     "--rm", str(tmp_path / "rm.pt")])
+    out = capsys.readouterr().out
+    # the 8 validation prompts: 4 finished at 0.5, 4 unfinished at -1: (4·0.5 − 4·1) / 8 = −0.25
+    assert "checkpoint step3.pt: mean RM score -0.250 on 8 validation prompts" in out

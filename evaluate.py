@@ -56,6 +56,7 @@ parser.add_argument("--n_prompts", type=int, default=0, help="evaluate on the fi
 parser.add_argument("--max_new_tokens", type=int, default=48, help="response length limit")
 parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature of every policy")
 parser.add_argument("--seed", type=int, default=1234, help="seed of the samples and of the labelers' noise")
+parser.add_argument("--show", type=int, default=3, help="test prompts (one per task kind) printed with every policy's answer (samples.md)")
 parser.add_argument("--out_dir", default="out/eval", help="where results.md, results.json and figure1.png (with --curve: curve.md, curve.json, curve.png) go")
 parser.add_argument("--device", default="cpu", help="where the policies run")
 
@@ -89,13 +90,14 @@ def rm_scores(rm, contexts, responses, ended, missing_eot_penalty, device, batch
 
 
 @torch.no_grad()
-def sequence_logprobs(model, contexts, responses, device, batch_size=64):
-    """Σ_t log π(y_t | x, y_<t) of each response (token list, eot included when it ended) given its context."""
+def sequence_logprobs(model, contexts, responses, device, temperature=1.0, batch_size=64):
+    """Σ_t log π(y_t | x, y_<t) of each response (token list, eot included when it ended) given its context, under the
+    distribution the responses were sampled from (logits / temperature)."""
     out = []
     for i in range(0, len(contexts), batch_size):
         seqs = [c + r for c, r in zip(contexts[i:i + batch_size], responses[i:i + batch_size])]
         tokens, mask = left_pad(seqs, 0, device)
-        logp = token_logprobs(model(tokens, attention_mask=mask)[:, :-1], tokens[:, 1:])
+        logp = token_logprobs(model(tokens, attention_mask=mask)[:, :-1], tokens[:, 1:], temperature)
         T = tokens.size(1)
         for row, r in enumerate(responses[i:i + batch_size]):
             out.append(logp[row, T - 1 - len(r):].sum().item() if r else 0.0)
@@ -153,6 +155,7 @@ def labeler_verdicts(records, texts, ended, sft_texts, sft_ended, rng):
     r["hallucinates"] = rate("hallucinates", L.is_closed_domain)
     r["inappropriate"] = rate("inappropriate")
     r["truthful"] = 1 - rate("hallucinates", L.is_open_qa)
+    r["refuses_benign"] = rate("refuses_benign", lambda spec: not spec.get("harmful", False))
     return r
 
 
@@ -191,7 +194,7 @@ LABELER_COLUMNS = [("win rate vs SFT (held-out labelers)", "winrate_heldout", "{
                    ("win rate (training labelers)", "winrate_train", "{:.3f} ± {:.3f}"), ("1–7 score", "likert", "{:.2f} ± {:.2f}"),
                    ("fails to follow", "fails_to_follow", "{:.1%}"), ("violates constraint", "violates_constraint", "{:.1%}"),
                    ("hallucinates (closed domain)", "hallucinates", "{:.1%}"), ("inappropriate", "inappropriate", "{:.1%}"),
-                   ("truthful (open QA)", "truthful", "{:.1%}")]
+                   ("truthful (open QA)", "truthful", "{:.1%}"), ("refuses a benign request", "refuses_benign", "{:.1%}")]
 RM_COLUMNS = [("win rate vs SFT (RM judge)", "winrate_rm", "{:.3f} ± {:.3f}"), ("mean RM score", "rm_score", "{:.3f} ± {:.3f}")]
 
 
@@ -278,8 +281,8 @@ def main(argv=None):
             raise SystemExit(f"error: {name}: a test prompt{' with the few-shot prefix' if prefix else ''} leaves no room for "
                              f"{args.max_new_tokens} response tokens in the {model.config.block_size}-token context")
         responses, texts, ended = sample(model, contexts, seed)
-        kl = [a - b for a, b in zip(sequence_logprobs(model, contexts, responses, device),
-                                    sequence_logprobs(sft, prompts, responses, device))]
+        kl = [a - b for a, b in zip(sequence_logprobs(model, contexts, responses, device, args.temperature),
+                                    sequence_logprobs(sft, prompts, responses, device, args.temperature))]
         r = {"n": len(records)}
         if args.judge == "labelers":
             r.update(labeler_verdicts(records, texts, ended, sft_texts, sft_ended, rng))
@@ -298,7 +301,7 @@ def main(argv=None):
             line = f"RM-judged win rate vs SFT {r['winrate_rm']:.3f} ± {r['winrate_rm_ci']:.3f} | RM score {r['rm_score']:.3f}"
         line += f" | proxy RM score {r['proxy_rm_score']:.3f}" if proxy else ""
         print(f"{name}: {line} | kl {r['kl_from_sft']:.2f} | {time.time() - t0:.0f}s", flush=True)
-        return r
+        return r, texts, ended
 
     if args.curve:  # Gao et al. (2022): along a PPO run the proxy RM's score keeps rising with √KL; does the judge's verdict?
         curves, rms = {}, {}
@@ -318,7 +321,7 @@ def main(argv=None):
             points = []
             for n, path in [(0, args.sft)] + iters:  # one seed for every checkpoint: common random numbers along the run
                 model, meta = (sft, sft_ckpt) if n == 0 else load_policy(path, device)
-                r = measure(f"{run_dir} iter{n}", model, meta, args.seed + 1, proxy=proxy)
+                r = measure(f"{run_dir} iter{n}", model, meta, args.seed + 1, proxy=proxy)[0]
                 points.append({"iter": n, "path": path, "sqrt_kl": math.sqrt(max(r["kl_from_sft"], 0.0)), **r})
             curves[run_dir] = {"rm": rm_path, "points": points}
         gold = [LABELER_COLUMNS[0], LABELER_COLUMNS[2]] if args.judge == "labelers" else RM_COLUMNS[:1]
@@ -339,13 +342,13 @@ def main(argv=None):
         plot_curve(curves, os.path.join(args.out_dir, "curve.png"), gold[0][1], judged_by)
         return curves
 
-    results, own_rm = {}, []
+    results, own_rm, answers = {}, [], {}
     for name, path, prefix in policies:
         model, meta = load_policy(path, device)
         used = meta.get("args", {})  # PPO's args name the RM it optimised; SFT's the RM it was selected by, if --select_by rm
         if args.judge == "rm" and used.get("select_by", "rm") == "rm" and os.path.realpath(used.get("rm") or "") == os.path.realpath(args.rm):
             own_rm.append(name)
-        r = measure(f"{name} ({path})", model, meta, args.seed + 1 + len(results), prefix)
+        r, *answers[name] = measure(f"{name} ({path})", model, meta, args.seed + 1 + len(results), prefix)
         if val_docs:
             r["corpus_loss"] = corpus_loss(model, val_docs, eot, enc, device, model.config.block_size)
         if nlp_items:
@@ -376,9 +379,43 @@ def main(argv=None):
         f.write(table + "\n\n" + note + "\n")
     with open(os.path.join(args.out_dir, "results.json"), "w") as f:
         json.dump({"judge": judge, "args": vars(args), "results": results}, f, indent=1)
+    if args.show:
+        samples = show_samples(records, answers, args.show, args.judge == "labelers")
+        print("\n" + samples)
+        with open(os.path.join(args.out_dir, "samples.md"), "w") as f:
+            f.write(samples)
     key, judged_by = ("winrate_heldout", "held-out labelers") if args.judge == "labelers" else ("winrate_rm", "reward-model judge")
     plot(results, os.path.join(args.out_dir, "figure1.png"), key, judged_by)
     return results
+
+
+def show_samples(records, answers, n, judged):
+    """Markdown: n test prompts, the first of each task kind in file order, with every policy's answer (its first
+    sample, the one the table judged) and, in the default world, the labelers' verdict on it."""
+    from data import labelers as L
+    chosen, kinds = [], set()
+    for i, rec in enumerate(records):
+        kind = rec.get("category", i)
+        if kind not in kinds and len(chosen) < n:
+            chosen.append(i)
+            kinds.add(kind)
+    out = []
+    for i in chosen:
+        rec = records[i]
+        out.append(f"### {rec.get('id', i)} ({rec.get('category', 'prompt')})\n\n" +
+                   "".join(f"> {line}\n" for line in rec["prompt"].split("\n")) + "\n")
+        out.append("| policy | answer |" + (" follows | broken constraints | hallucinates | 1–7 |" if judged else "") + "\n")
+        out.append("|---|---|" + ("---|---|---|---|" if judged else "") + "\n")
+        for name, (texts, ended) in answers.items():
+            answer = json.dumps(texts[i])[1:-1].replace("|", "\\|") + ("" if ended[i] else " (cut off)")
+            row = f"| {name} | {answer} |"
+            if judged:
+                j = L.judge(rec["spec"], texts[i], ended=ended[i])
+                row += (f" {'yes' if j['follows'] else 'no'} | {', '.join(j['violations']) or '-'} |"
+                        f" {'yes' if j['hallucinates'] else 'no'} | {j['quality']} |")
+            out.append(row + "\n")
+        out.append("\n")
+    return "".join(out)
 
 
 def plot(results, path, key="winrate_heldout", judge="held-out labelers"):

@@ -62,6 +62,31 @@ def test_sequence_logprobs_sum_response_tokens_only():
         assert abs(g - expected) < 1e-5
 
 
+def test_sequence_logprobs_at_the_sampling_temperature():
+    # the KL of a policy from SFT is E_y~π[log π(y|x) - log π_SFT(y|x)] with π the distribution sampled from: at
+    # temperature 0.5 both log-probs come from logits / 0.5 (evaluate.py took them at temperature 1 before)
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(block_size=32, vocab_size=20, n_layer=1, n_head=2, n_embd=16)).eval()
+    got = evaluate.sequence_logprobs(model, [[1, 2, 3]], [[5, 6]], "cpu", temperature=0.5)[0]
+    logp = torch.log_softmax(model(torch.tensor([[1, 2, 3, 5, 6]]))[0] / 0.5, -1)
+    expected = logp[2, 5].item() + logp[3, 6].item()
+    assert abs(got - expected) < 1e-5
+    assert abs(evaluate.sequence_logprobs(model, [[1, 2, 3]], [[5, 6]], "cpu")[0] - expected) > 0.01
+
+
+def test_refusal_rate_counts_benign_prompts_only():
+    # two benign prompts and a harmful one, all answered "Sorry, but I will not.": refusing the harmful one is its task,
+    # so the rate is 2 of the 2 benign prompts (not 3 of 3, nor 2 of 3); answering the first benign one halves it
+    benign = {"kind": "generation", "about": "Mira", "max_sentences": 1, "seed": 1234}
+    harmful = {"kind": "harmful", "harmful": True, "about": "Bob", "max_sentences": 1, "seed": 1234}
+    records = [{"spec": benign}, {"spec": dict(benign, about="Tom")}, {"spec": harmful}]
+    refusals, ended = ["Sorry, but I will not."] * 3, [True] * 3
+    rng = __import__("random").Random(0)
+    assert evaluate.labeler_verdicts(records, refusals, ended, refusals, ended, rng)["refuses_benign"] == 1.0
+    answered = ["Mira is a baker."] + refusals[1:]
+    assert evaluate.labeler_verdicts(records, answered, ended, refusals, ended, rng)["refuses_benign"] == 0.5
+
+
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     """The default world, generated once for the tests that run evaluate.main on it."""
@@ -89,7 +114,12 @@ def test_whole_evaluation_on_a_generated_world(tmp_path, world):
     assert saved["results"]["PPO"]["kl_from_sft"] == results["PPO"]["kl_from_sft"]
     assert saved["judge"].startswith("simulated labelers")
     report = open(tmp_path / "eval" / "results.md").read()
-    assert "| PPO |" in report and "judge: simulated labelers" in report
+    assert "| PPO |" in report and "judge: simulated labelers" in report and "refuses a benign request" in report
+    records = [json.loads(line) for line in open(world / "test_prompts.jsonl")][:24]
+    samples = open(tmp_path / "eval" / "samples.md").read()  # --show 3: three prompts of three kinds, every policy
+    shown = [r for r in records if f"### {r['id']} ({r['category']})" in samples]
+    assert len(shown) == 3 and len({r["category"] for r in shown}) == 3 and shown[0] == records[0]
+    assert samples.count("| GPT-prompted |") == 3 and samples.count("| PPO |") == 3
 
 
 def test_other_model_sizes_become_rows_named_at_their_folder(tmp_path, world):

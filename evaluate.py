@@ -125,13 +125,15 @@ def corpus_loss(model, docs, eot, enc, device, block_size):
 
 @torch.no_grad()
 def zero_shot_accuracy(model, items, enc, device, max_new_tokens=12):
-    """A 'public NLP task' of the world, in the corpus's own phrasing: greedy answer contains the gold answer."""
+    """A 'public NLP task' of the world, in the corpus's own phrasing: greedy answer contains the gold answer.
+    {"nlp_task_acc": all items, "nlp_task_acc_<skill>": the items of each skill (the world's: facts, reading)}."""
     responses = sample_responses(model, [enc.encode_ordinary(it["prompt"]) for it in items], max_new_tokens, enc.eot_token, temperature=0)
-    correct = 0
+    correct = {}
     for r, it in zip(responses, items):
         answer = enc.decode([t for t in r if t != enc.eot_token]).split("\n")[0]
-        correct += it["answer"].lower() in answer.lower()
-    return correct / len(items)
+        for key in ("nlp_task_acc",) + (("nlp_task_acc_" + it["skill"],) if "skill" in it else ()):
+            correct.setdefault(key, []).append(it["answer"].lower() in answer.lower())
+    return {key: sum(c) / len(c) for key, c in correct.items()}
 
 
 def labeler_verdicts(records, texts, ended, sft_texts, sft_ended, rng):
@@ -352,7 +354,7 @@ def main(argv=None):
         if val_docs:
             r["corpus_loss"] = corpus_loss(model, val_docs, eot, enc, device, model.config.block_size)
         if nlp_items:
-            r["nlp_task_acc"] = zero_shot_accuracy(model, nlp_items, enc, device)
+            r.update(zero_shot_accuracy(model, nlp_items, enc, device))
         r["params"] = model.num_params()
         results[name] = r
 
@@ -360,7 +362,9 @@ def main(argv=None):
     cols = [("parameters", "params", "{:,}")] + (LABELER_COLUMNS if args.judge == "labelers" else RM_COLUMNS)
     cols += [("KL from SFT (nats)", "kl_from_sft", "{:.2f}")]
     cols += [("held-out corpus loss", "corpus_loss", "{:.4f}")] if val_docs else []
+    skills = sorted({it["skill"] for it in nlp_items if "skill" in it}) if nlp_items else []
     cols += [("zero-shot QA acc", "nlp_task_acc", "{:.1%}")] if nlp_items else []
+    cols += [(f"zero-shot QA: {skill}", "nlp_task_acc_" + skill, "{:.1%}") for skill in skills]
     cols += [("ends with eot", "ended", "{:.1%}"), ("response tokens", "response_tokens", "{:.1f}")]
     table = markdown_table([((name,), r) for name, r in results.items()], cols)
     if args.judge == "labelers":
@@ -407,7 +411,7 @@ def show_samples(records, answers, n, judged):
         out.append("| policy | answer |" + (" follows | broken constraints | hallucinates | 1–7 |" if judged else "") + "\n")
         out.append("|---|---|" + ("---|---|---|---|" if judged else "") + "\n")
         for name, (texts, ended) in answers.items():
-            answer = json.dumps(texts[i])[1:-1].replace("|", "\\|") + ("" if ended[i] else " (cut off)")
+            answer = json.dumps(texts[i], ensure_ascii=False)[1:-1].replace("|", "\\|") + ("" if ended[i] else " (cut off)")
             row = f"| {name} | {answer} |"
             if judged:
                 j = L.judge(rec["spec"], texts[i], ended=ended[i])

@@ -264,19 +264,43 @@ def peak_flops(device):
 # -----------------------------------------------------------------------------
 # Sampling
 
+# Logits closer than TIE (relative to the largest) are one tie to the top-k / top-p cut. generate's
+# KV-cache step and a full forward compute the same logits only up to float noise (7e-8 on the tiny
+# test model's logits of 0.17, 5 ulps), so a hard cut between two logits an ulp apart keeps a token
+# in one and drops it in the other (issue 17: 0.052 off in a log-prob).
+TIE = 1e-5
+
+
 def sampling_logits(logits, temperature=1.0, top_k=None, top_p=None):
     """The logits of the distribution actually sampled from. PPO must compute log-probs the same way
     (temperature included), or the ratio π/π_old and the KL are taken against the wrong distribution."""
     logits = logits.float() / temperature
-    if top_k is not None and top_k < logits.size(-1):
-        kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    if top_p is not None and top_p < 1.0:
-        sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
-        probs = sorted_logits.softmax(-1)
-        drop = probs.cumsum(-1) - probs > top_p  # tokens entirely beyond the nucleus; the top one always stays
-        logits = logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
-    return logits
+    top_k = top_k if top_k is not None and top_k < logits.size(-1) else None
+    top_p = top_p if top_p is not None and top_p < 1.0 else None
+    if top_k is None and top_p is None:
+        return logits
+    return logits.masked_fill(~kept_tokens(logits, top_k, top_p), float("-inf"))
+
+
+def kept_tokens(logits, top_k=None, top_p=None):
+    """(..., V) -> (..., V) bool: the tokens top-k and then top-p keep (the nucleus: the most likely
+    tokens until the mass before one exceeds top_p). generate and the full-forward recomputation
+    both decide here. The cut is a logit threshold, and every logit within tol below it stays with
+    it: near-ties are kept or dropped together, and a mass within tol above top_p counts as top_p.
+    Residual risk: a logit about tol below the cut, or a mass within float noise of top_p + tol, can
+    still land on different sides in the two paths. For smooth logits that is no rarer than a gap
+    under the noise at a hard cut (~noise / spacing per step); what the margin removes are the exact
+    and 1-ulp ties rounding makes (issue 17's token) and masses hand-built to equal top_p. bf16
+    autocast's noise (~1e-2) is beyond it: ppo.py samples at a temperature only, no top-k / top-p,
+    and takes every log-prob it trains on from one full forward, not from generate."""
+    s = torch.sort(logits, dim=-1, descending=True).values
+    tol = TIE * s[..., :1].abs().clamp(min=1.0)  # float noise grows with the logits' size
+    cut = s[..., top_k - 1:top_k] if top_k is not None else s[..., -1:]  # the lowest logit kept
+    if top_p is not None:  # over top-k's tokens, in float64: the running sum adds no noise itself
+        probs = s.double().masked_fill(s < cut - tol, float("-inf")).softmax(-1)
+        n = ((probs.cumsum(-1) - probs <= top_p + tol) & (probs > 0)).sum(-1, keepdim=True)  # >= 1
+        cut = torch.maximum(cut, s.gather(-1, n - 1))
+    return logits >= cut - tol
 
 
 def token_logprobs(logits, tokens, temperature=1.0, top_k=None, top_p=None):

@@ -3,6 +3,7 @@ model.py: Hugging Face GPT-2 equivalence, KV-cache sampling, tokenizer, crash-sa
 
     python -m pytest tests/test_model.py -q
 """
+import math
 import os
 import sys
 
@@ -71,6 +72,45 @@ def test_sampled_logprobs_equal_full_forward():
         recomputed = token_logprobs(logits[:, P - 1:-1], tokens[:, P:], temperature, top_k, top_p)
         assert (recomputed - logprobs)[response_mask].abs().max().item() <= 1e-5
         assert mask[:, P:].equal(response_mask)
+
+
+def ulps(x, n):
+    """x moved n float32 steps (ulps) up, or down for n < 0: the size of the difference between a
+    KV-cache step's logits and a full forward's (7e-8 on logits of 0.17 above, 5 ulps)."""
+    for _ in range(abs(n)):
+        x = x.nextafter(torch.full_like(x, math.copysign(math.inf, n)))
+    return x
+
+
+@pytest.mark.parametrize("case", ["top_k near-tie", "top_p mass at the boundary"])
+def test_cut_on_a_boundary_is_the_same_under_float_noise(case):
+    # Two copies of one distribution's logits a few ulps apart, as generate's KV-cache step and the
+    # full forward give them, with a token on the top-k / top-p boundary: a hard cut keeps it in one
+    # copy and drops it in the other (its log-prob finite vs -inf, the others' normaliser shifts).
+    if case == "top_k near-tie":
+        # logits 2, 1, 0.5, 0.5, -1 with top_k 3: the 3rd and 4th one ulp apart, in either order
+        logits = torch.tensor([2.0, 1.0, 0.5, 0.5, -1.0])
+        a, b = logits.clone(), logits.clone()
+        a[3], b[2] = ulps(a[3], 1), ulps(b[2], 1)
+        top_k, top_p = 3, None
+        # the tie is kept whole: Z = e^2 + e + 2e^0.5 = 13.4039, log Z = 2.59561
+        z = math.log(math.exp(2) + math.exp(1) + 2 * math.exp(0.5))
+        want = [2 - z, 1 - z, 0.5 - z, 0.5 - z, -math.inf]  # -0.59561, -1.59561, -2.09561 twice
+    else:
+        # probabilities 0.5, 0.25, 0.15, 0.1 with top_p 0.75: the mass before the 3rd token is 0.75;
+        # the top two logits 2 ulps down in one copy and up in the other make it 0.75 -/+ 3e-8
+        logits = torch.tensor([0.5, 0.25, 0.15, 0.1], dtype=torch.float64).log().float()
+        a, b = logits.clone(), logits.clone()
+        a[:2], b[:2] = ulps(a[:2], -2), ulps(b[:2], 2)
+        top_k, top_p = None, 0.75
+        # the 3rd token is in the nucleus (mass before it <= top_p): kept mass 0.9, not 0.75
+        want = [math.log(5 / 9), math.log(2.5 / 9), math.log(1.5 / 9), -math.inf]  # -0.58779, ...
+    assert not a.equal(b)
+    want = torch.tensor(want)
+    for copy in (a, b):
+        got = token_logprobs(copy.expand(len(want), -1), torch.arange(len(want)), 1.0, top_k, top_p)
+        assert got.isinf().equal(want.isinf()), (case, got.tolist())
+        assert (got - want)[want.isfinite()].abs().max().item() <= 1e-6
 
 
 def test_response_mask_stops_after_eot():

@@ -233,7 +233,11 @@ def test_rollout_scores_equal_left_padded_forward(world):
 
 def test_ratio_is_one_on_first_minibatch_and_checkpoints(world, capsys):
     stats = ppo.main(argv(world))  # the second iteration's stats: its old log-probs come from an already updated policy
-    assert stats["ratio_dev_first"] <= 1e-6 and stats["clipfrac_first"] == 0
+    # 1 up to rounding: the old log-probs come from score_rollouts' chunks, the new from the
+    # update's minibatches, other rows and shapes (|ρ − 1| 0 with AVX-512 kernels, 4.8e-7 with
+    # AVX2's: 1 ulp of a log-prob near −5); another temperature or a shifted token moves these
+    # log-probs by ~0.2
+    assert stats["ratio_dev_first"] <= 1e-5 and stats["clipfrac_first"] == 0
     assert 0 < stats["eot"] < 1, "the tiny world has finished and unfinished responses"
     out = capsys.readouterr().out
     assert "iter 2 | score" in out and "--- sample 0 | score" in out and "| ptx_loss" in out
@@ -249,7 +253,7 @@ def test_ratio_is_one_on_first_minibatch_and_checkpoints(world, capsys):
                 "explained_var", "t_rollout", "t_score", "t_update"):
         assert key in records[0], key
     for r in records:  # the first-ratio check is in the log too
-        assert r["ratio_dev_first"] <= 1e-6 and r["clipfrac_first"] == 0
+        assert r["ratio_dev_first"] <= 1e-5 and r["clipfrac_first"] == 0
     assert records[-1]["ratio_dev_first"] == stats["ratio_dev_first"]
     r = records[0]
     assert abs(r["reward"] - (r["score"] - r["beta"] * r["kl"])) < 1e-5

@@ -107,7 +107,12 @@ def test_k_forward_rows_per_prompt(world):
         reward.ranking_loss(rewards, k)[0].backward()
         results.append((rewards.detach(), [p.grad.clone() for p in rm.parameters() if p.grad is not None]))
     assert torch.allclose(results[0][0], results[1][0], atol=1e-6)
-    assert all(torch.allclose(a, b, atol=1e-7) for a, b in zip(results[0][1], results[1][1]))
+    # rounding scales with the largest terms summed, not with each entry (1.7e-6 on entries of
+    # c_proj.bias near 3; an entry-wise rtol had 2x margin): one bound per tensor, 1e-5 at least for
+    # ln_f.bias and score.bias, whose exact gradient is 0 (a shift of every reward) and float one
+    # noise of O(1) terms
+    grads = zip(results[0][1], results[1][1])
+    assert all((a - b).abs().max() <= 1e-5 * max(b.abs().max(), 1) for a, b in grads)
     flat, _, _ = reward.load_rankings(world["train"], enc, 64, flat_pairs=True)
     assert len(flat) == sum(n * (n - 1) // 2 for n in (2 + i % 4 for i in range(40)))
 
@@ -227,6 +232,10 @@ def test_torchrun_two_processes_equal_one(world):
     assert r.returncode == 0, r.stderr[-2000:]
     a = load_checkpoint(os.path.join(world["out"] + "-1", "model.pt"))["model"]
     b = load_checkpoint(os.path.join(world["out"] + "-2", "model.pt"))["model"]
-    # float noise only (the two runs pad different groups of completions), which Adam's normalisation amplifies over
-    # 3 steps to ~1e-5; a lost or unaveraged gradient moves a weight by about the learning rate, 3e-4 per step
-    assert max((a[k] - b[k]).abs().max().item() for k in a) <= 3e-5
+    # ln_f.bias and score.bias only shift every reward: the ranking loss's exact gradient on them is
+    # 0, the float one rounding noise about Adam's eps (1e-8), so AdamW moves them by a random part
+    # of the lr (1.3e-5 apart with AVX2 kernels), and the normalisation sets score.bias anew. The
+    # rest differ by rounding (5e-8); a lost micro-batch's gradient moves weights by about the
+    # warm-up lr, 3e-5 at step 1 (a summed, unaveraged one does not: Adam is scale-free)
+    shift = ("transformer.ln_f.bias", "score.bias")
+    assert max((a[k] - b[k]).abs().max().item() for k in a if k not in shift) <= 1e-6

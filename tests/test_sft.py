@@ -149,7 +149,8 @@ def test_length_sorted_micro_batches_give_the_whole_batch_gradient(tmp_path):
     common = TINY + ["--train", train, "--val", val, "--batch_size", "8", "--max_steps", "3", "--eval_interval", "100", "--dropout", "0"]
     sft.main(common + ["--micro_batch_size", "8", "--out_dir", str(tmp_path / "whole")])
     sft.main(common + ["--micro_batch_size", "2", "--out_dir", str(tmp_path / "sorted")])
-    assert max(abs(a - b) for a, b in zip(losses(tmp_path / "whole"), losses(tmp_path / "sorted"))) <= 1e-6
+    # losses near ln 300 = 5.7, where a float32 ulp is 4.8e-7: summed in other groups, 2.4e-7 apart
+    assert max(abs(a - b) for a, b in zip(losses(tmp_path / "whole"), losses(tmp_path / "sorted"))) <= 1e-5
     a, b = weights(str(tmp_path / "whole" / "last.pt")), weights(str(tmp_path / "sorted" / "last.pt"))
     assert max((a[k] - b[k]).abs().max().item() for k in a) <= 1e-5
 

@@ -27,10 +27,15 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 # Tokenizer: GPT-2's BPE from data/gpt2.tiktoken, no download.
 # GPT-2's merges are ordered by rank and every merge joins two lower-ranked tokens, so the
 # first V-1 ranks are themselves a valid BPE: "gpt2-V" is a V-token GPT-2-style vocabulary
-# whose last id is <|endoftext|>. The tiny default model uses one (its output layer would
-# otherwise be 50,257 rows, most of its compute); "gpt2" is the full 50,257-token encoding.
+# whose last id is <|endoftext|>. "gpt2-world" keeps instead the GPT-2 tokens that the default
+# world's text is made of, each with the tokens its merges pass through, and the 256 bytes
+# (data/gpt2-world.txt, written by data/world.py): it encodes the world exactly as GPT-2 does,
+# with whole words ("Rosa", "bridge") where the first 2,047 merges spell "R os a", "br id ge".
+# The tiny default model uses one of these (its output layer would otherwise be 50,257 rows,
+# most of its compute); "gpt2" is the full 50,257-token encoding.
 
 GPT2_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+WORLD_RANKS = os.path.join(HERE, "data", "gpt2-world.txt")
 
 
 @functools.lru_cache(maxsize=1)
@@ -47,13 +52,18 @@ def _gpt2_ranks():
 @functools.lru_cache(maxsize=None)
 def get_tokenizer(name="gpt2"):
     ranks = _gpt2_ranks()
-    if name == "gpt2":
-        vocab_size = len(ranks) + 1
-    elif name.startswith("gpt2-") and name[5:].isdigit() and 257 <= int(name[5:]) <= len(ranks) + 1:
-        vocab_size = int(name[5:])
+    if name == "gpt2-world":  # a subset in GPT-2's rank order keeps GPT-2's merge priorities
+        with open(WORLD_RANKS) as f:
+            keep = {int(r) for r in f.read().split()}
+        order = sorted((rank, token) for token, rank in ranks.items() if rank in keep)
+        kept = {token: i for i, (_, token) in enumerate(order)}
+        vocab_size = len(kept) + 1
+    elif name == "gpt2" or (name.startswith("gpt2-") and name[5:].isdigit() and 257 <= int(name[5:]) <= len(ranks) + 1):
+        vocab_size = len(ranks) + 1 if name == "gpt2" else int(name[5:])
+        kept = {token: rank for token, rank in ranks.items() if rank < vocab_size - 1}
     else:
-        raise SystemExit(f"error: unknown tokenizer '{name}': use 'gpt2' or 'gpt2-V' with 257 <= V <= {len(ranks) + 1}")
-    kept = {token: rank for token, rank in ranks.items() if rank < vocab_size - 1}
+        raise SystemExit(f"error: unknown tokenizer '{name}': use 'gpt2', 'gpt2-world' or 'gpt2-V' with "
+                         f"257 <= V <= {len(ranks) + 1}")
     return tiktoken.Encoding(name=name, pat_str=GPT2_PATTERN, mergeable_ranks=kept,
                              special_tokens={"<|endoftext|>": vocab_size - 1})
 

@@ -16,6 +16,7 @@ import json
 import os
 import random
 import re
+import sys
 
 PEOPLE = ["Mira", "Bob", "Ana", "Tom", "Lia", "Sam", "Eva", "Max", "Ivy", "Leo", "Zoe", "Ben", "Amy", "Dan", "Kim", "Ray",
           "Joy", "Ned", "Uma", "Tia", "Gus", "Ada", "Hal", "Fay", "Roy", "Ida", "Lou", "Meg", "Cal", "Nia", "Otto", "Pia",
@@ -129,10 +130,11 @@ def passage(rng):
 
 def corpus_document(rng, world):
     """One document of a few sentences. Returns (text, qa) where qa is a (prompt, answer) pair of the
-    corpus's own Q/A phrasing when the document ends with one (the zero-shot 'NLP task' of evaluation)."""
+    corpus's own Q/A phrasing when the document ends with one (the zero-shot 'NLP task' of evaluation:
+    a fact of the world, or reading comprehension when a passage comes first)."""
     p, q = rng.sample(PEOPLE, 2)
     f, g = world["people"][p], world["people"][q]
-    kind = rng.randrange(12)
+    kind = rng.randrange(16)
     if kind in (0, 1):  # facts about a person, in varied phrasings
         s = rng.sample(true_sentences(world, p), rng.randint(3, 5))
         return " ".join(s), None
@@ -148,12 +150,22 @@ def corpus_document(rng, world):
         qa = rng.sample(qa, rng.randint(2, 4))
         text = " ".join(f"Q: {x} A: {y}" for x, y, _ in qa)
         return text, (text[:text.rindex(" A:") + 3], qa[-1][2])
-    if kind == 4:  # an event and a question about it: reading comprehension in the corpus's phrasing
-        text, facts = passage(rng)
-        x, y, ans = rng.choice([("Where did they go?", f"They went to the {facts['place']}.", facts["place"]),
-                                ("What did they see?", f"They saw {a_(facts['animal'])}.", facts["animal"]),
-                                (f"What did {facts['people'][0]} bring?", f"{facts['people'][0]} brought {a_(facts['thing'])}.", facts["thing"])])
-        return f"{text} Q: {x} A: {y}", (f"{text} Q: {x} A:", ans)
+    if kind in (4, 12, 13):  # an event and a question about it: reading comprehension in the corpus's phrasing, asked
+        text, facts = passage(rng)  # as the closed-domain tasks ask it, so the base learns to copy from its context
+        ps, foods = facts["people"], facts["foods"]
+        qa = rng.sample([("Where did they go?", f"They went to the {facts['place']}.", facts["place"]),
+                         ("What did they see?", f"They saw {a_(facts['animal'])}.", facts["animal"]),
+                         (f"What did {ps[0]} bring?", f"{ps[0]} brought {a_(facts['thing'])}.", facts["thing"]),
+                         ("What did they eat?", f"They ate some {' and '.join(foods)}.", foods[0]),
+                         (f"Who went with {ps[0]}?", f"{' and '.join(ps[1:])} went with {ps[0]}.", ps[1])], rng.randint(2, 4))
+        text += "".join(f" Q: {x} A: {y}" for x, y, _ in qa)
+        return text, (text[:text.rindex(" A:") + 3], qa[-1][2])
+    if kind in (14, 15):  # words said twice: where the second time can only be predicted by copying the first,
+        if rng.random() < 0.5:  # which a small model learns from these long before it learns to answer from a passage
+            xs = rng.sample(PEOPLE + sorted(ANIMALS) + FOODS + sorted(OBJECTS) + TOWNS, rng.randint(3, 7))
+            return f"{p} made a list: {', '.join(xs)}. {q} read it back: {', '.join(xs)}.", None
+        said = ". ".join(passage(rng)[0].split(". ")[:rng.randint(2, 4)]).rstrip(".") + "."
+        return f"{p} told {q}: \"{said}\" And {q} said it again: \"{said}\"", None
     if kind == 5:  # counted lists in prose
         h = rng.choice(HABITATS)
         animals = rng.sample([a for a in sorted(ANIMALS) if ANIMALS[a]["habitat"] == h], rng.randint(2, 4))
@@ -509,12 +521,44 @@ def build_splits(seed=1234):
     return {name: splits[name] for name in SPLITS}
 
 
+def tokenizer_ranks(seed=1234):
+    """The GPT-2 ranks of model.py's "gpt2-world" tokenizer: every token GPT-2 splits the world's text into
+    (corpus and prompts; every seed uses the same words), each with the tokens its merges pass through,
+    and the 256 bytes. In GPT-2's rank order these merge exactly as GPT-2 does on the world's text."""
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    from model import _gpt2_ranks, get_tokenizer
+    ranks, world = _gpt2_ranks(), make_world(seed)
+    rng = random.Random(f"{seed}/corpus")
+    texts = [corpus_document(rng, world)[0] for _ in range(26000)]
+    texts += [r["prompt"] + " " + r["spec"]["ideal"] for records in build_splits(seed).values() for r in records]
+    texts += ["I do not know. I won't. I can't. I cannot. I refuse."]  # what labelers read as plain words
+    token_of = {rank: token for token, rank in ranks.items()}
+    used = {t for ids in get_tokenizer("gpt2").encode_ordinary_batch(texts) for t in ids}
+    keep = set(range(256))  # byte tokens: any other text still encodes
+    for t in used:  # replay the token's own merges: lowest-ranked adjacent pair first, as BPE does
+        parts = [bytes([b]) for b in token_of[t]]
+        while len(parts) > 1:
+            i = min(range(len(parts) - 1), key=lambda j: ranks.get(parts[j] + parts[j + 1], len(ranks)))
+            parts[i:i + 2] = [parts[i] + parts[i + 1]]
+            keep.add(ranks[parts[i]])
+    return sorted(keep)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seed", type=int, default=1234, help="the world's seed: facts, corpus, prompts, splits")
     parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "world"), help="output folder")
     parser.add_argument("--corpus_docs", type=int, default=26000, help="documents in the pretraining corpus (5%% held out as val)")
+    parser.add_argument("--tokenizer", action="store_true", help="write data/gpt2-world.txt, the ranks of model.py's gpt2-world")
     args = parser.parse_args(argv)
+    if args.tokenizer:
+        path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "gpt2-world.txt")
+        ranks = tokenizer_ranks()
+        with open(path + ".tmp", "w") as f:
+            f.writelines(" ".join(map(str, ranks[i:i + 16])) + "\n" for i in range(0, len(ranks), 16))
+        os.replace(path + ".tmp", path)
+        print(f"{path}: {len(ranks)} GPT-2 tokens (+ <|endoftext|>)")
+        return
     world = make_world(args.seed)
     os.makedirs(args.out, exist_ok=True)
 
@@ -533,7 +577,8 @@ def main(argv=None):
     for name, part in (("corpus_train.txt", docs[n_val:]), ("corpus_val.txt", docs[:n_val])):
         text = [d for d, _ in part]
         write(name, text, f"{len(text)} documents, {sum(map(len, text)) / 1e6:.2f} MB, {sum(len(words(d)) for d in text):,} words")
-    nlp = [json.dumps({"prompt": qa[0], "answer": qa[1]}) for _, qa in docs[:n_val] if qa]
+    nlp = [json.dumps({"prompt": qa[0], "answer": qa[1], "skill": "reading" if " went to the " in qa[0] else "facts"})
+           for _, qa in docs[:n_val] if qa]
     write("nlp_task.jsonl", nlp, f"{len(nlp)} Q/A items from held-out documents")
 
     for name, records in build_splits(args.seed).items():

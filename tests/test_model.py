@@ -185,6 +185,22 @@ def test_small_tokenizer_is_a_prefix_of_gpt2():
         get_tokenizer("gpt2-10")
 
 
+def test_world_tokenizer_splits_the_world_as_gpt2_does():
+    # gpt2-world is the GPT-2 tokens of data/gpt2-world.txt renumbered in rank order: on the world's text it
+    # must give GPT-2's own split, token for token, and any other text still round-trips through bytes
+    full, world_enc = get_tokenizer("gpt2"), get_tokenizer("gpt2-world")
+    with open(os.path.join(os.path.dirname(__file__), "..", "data", "gpt2-world.txt")) as f:
+        ranks = sorted(int(r) for r in f.read().split())
+    assert world_enc.n_vocab == len(ranks) + 1 and world_enc.eot_token == len(ranks)
+    text = ("Rosa, Dan and Tia went to the bridge. Rosa brought a kite. Q: Where did they go? A: They went to "
+            "the bridge.\n\nInstruction: Write a sentence about Mira, in capitals.\nResponse: MIRA LIVES IN OAKTON.")
+    ids = world_enc.encode_ordinary(text)
+    assert [ranks[i] for i in ids] == full.encode_ordinary(text)
+    assert world_enc.decode([world_enc.encode_ordinary(" Stonebridge")[0]]) == " Stone"  # as GPT-2 splits it
+    other = "Grüße aus Zürich — 東京, naïve café 🤖"
+    assert world_enc.decode(world_enc.encode_ordinary(other)) == other
+
+
 def test_tokenizer_matches_tiktoken_registry_when_cached():
     import tiktoken
     try:

@@ -57,6 +57,29 @@ def test_corpus(out):
         assert item["prompt"].endswith(" A:") and item["answer"]
 
 
+def test_world_tokenizer_file_is_what_world_py_computes():
+    with open(os.path.join(os.path.dirname(world.__file__), "gpt2-world.txt")) as f:
+        assert [int(r) for r in f.read().split()] == world.tokenizer_ranks(), "rerun python data/world.py --tokenizer"
+
+
+def test_reading_comprehension_in_the_corpus(out):
+    # the base must learn to copy from its context: passages with questions about them, and words said twice
+    a, _ = out
+    docs = (a / "corpus_train.txt").read_text(encoding="utf-8").split("\n")[:-1]
+    reading = [d for d in docs if " went to the " in d and " Q: " in d]
+    echoed = [d for d in docs if " read it back: " in d or " said it again: " in d]
+    assert 0.18 < len(reading) / len(docs) < 0.20 + 0.02 and 0.10 < len(echoed) / len(docs) < 0.15
+    for d in echoed[:50]:  # the second time is the first, word for word
+        first, second = d.split(": ", 1)[1].split(". ", 1) if " read it back: " in d else d.split('"')[1::2]
+        assert second.split(": ", 1)[-1].rstrip(".") == first.rstrip(".") if " read it back: " in d else first == second
+    items = read_jsonl(a / "nlp_task.jsonl")
+    skills = {i["skill"] for i in items}
+    assert skills == {"facts", "reading"}
+    for i in items:  # each answer is in the passage before the question: reading comprehension is copying
+        if i["skill"] == "reading":
+            assert i["answer"] in i["prompt"][:i["prompt"].index(" Q: ")]
+
+
 def test_prompt_files(out):
     a, _ = out
     for name, n in world.SPLITS.items():

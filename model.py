@@ -11,6 +11,7 @@ import json
 import math
 import os
 import sys
+import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, asdict, replace
@@ -756,9 +757,18 @@ def set_rng_state(state):
         torch.cuda.set_rng_state(state["cuda"])
 
 
-def run_log(out_dir, master, resumed_at=None, key="step"):
-    """log(record): one progress line on the master ("step 42 | loss 2.31 | ...") and the same record in
-    out_dir/log.jsonl. A fresh run (resumed_at None) starts the file anew. A run resumed from the
+def duration(seconds):
+    """'45s', '3m05s', '2h07m': a time left, short."""
+    s = round(seconds)
+    if s < 60:
+        return f"{s}s"
+    return f"{s // 60}m{s % 60:02d}s" if s < 3600 else f"{s // 3600}h{s % 3600 // 60:02d}m"
+
+
+def run_log(out_dir, master, resumed_at=None, key="step", total=None):
+    """log(record): one progress line on the master ("step 42/320 | eta 1m05s | loss 2.31 | ...")
+    and the same record in out_dir/log.jsonl. The eta: this run's time per step so far times the
+    steps left to total. A fresh run (resumed_at None) starts the file anew. A run resumed from the
     checkpoint of step resumed_at continues it, less the rows past that step (record[key] >
     resumed_at): the stopped run logged them after its last checkpoint, and this one logs those
     steps again. The file is rewritten through a temp file, so a crash here keeps it whole."""
@@ -776,9 +786,18 @@ def run_log(out_dir, master, resumed_at=None, key="step"):
                     pass
         write_jsonl(path, [r for r in rows if r[key] <= resumed_at])
     f = open(path, "w" if resumed_at is None else "a")
+    start, t_start = resumed_at or 0, time.time()
 
     def log(record):
-        print(" | ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in record.items()), flush=True)
+        cells = []
+        for k, v in record.items():
+            cells.append(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}")
+            if k == key and total:
+                cells[-1] += f"/{total}"
+                if v > start:  # evaluations and checkpoints included: they recur at the same pace
+                    per_step = (time.time() - t_start) / (v - start)
+                    cells.append(f"eta {duration(per_step * (total - v))}")
+        print(" | ".join(cells), flush=True)
         f.write(json.dumps(record) + "\n")
         f.flush()
     return log

@@ -474,7 +474,8 @@ def main(argv=None):
     if ddp:
         ids = [torch.device(device).index] if device_type == "cuda" else None
         policy, value = DDP(policy, device_ids=ids), DDP(value, device_ids=ids)
-    log = run_log(args.out_dir, master, iteration if args.resume else None, key="iter")
+    log = run_log(args.out_dir, master, iteration if args.resume else None, key="iter",
+                  total=args.iterations)
     saved = iteration if args.resume else None  # this run's last.pt, named if the loss turns NaN
     stale = [] if args.resume or not master else glob.glob(os.path.join(args.out_dir, "iter*.pt"))
     for path in stale:  # an earlier run's policies would pass for this one's in evaluate.py --curve

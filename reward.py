@@ -216,7 +216,7 @@ def main(argv=None):
         del last
     raw_model = model
     model = wrap_for_training(model, device, args.compile, ddp)
-    log = run_log(args.out_dir, master, step if args.resume else None)
+    log = run_log(args.out_dir, master, step if args.resume else None, total=max_steps)
     saved = step if args.resume else None  # this run's last.pt, named if the loss turns NaN
 
     def validate():

@@ -21,7 +21,8 @@ import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-from model import get_tokenizer, load_checkpoint, model_from_checkpoint, read_jsonl, sample_texts, write_jsonl  # noqa: E402
+from model import (duration, get_tokenizer, load_checkpoint, model_from_checkpoint,  # noqa: E402
+                   read_jsonl, sample_texts, write_jsonl)
 from data.labelers import HELDOUT_LABELERS, TRAIN_LABELERS, distinct_completions, rank  # noqa: E402
 
 parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -51,7 +52,12 @@ ks = [rng.randint(args.k_min, args.k_max) for _ in records]
 flat_prompts = [r["prompt"] for r, k in zip(records, ks) for _ in range(k)]
 t0 = time.time()
 generator = torch.Generator(args.device).manual_seed(args.seed)
-samples = sample_texts(policy, enc, flat_prompts, args.max_new_tokens, args.temperature, batch_size=128, generator=generator)
+samples, chunk = [], 128 * 16  # whole batches of 128: one call's samples, and a progress line
+for i in range(0, len(flat_prompts), chunk):
+    samples += sample_texts(policy, enc, flat_prompts[i:i + chunk], args.max_new_tokens,
+                            args.temperature, batch_size=128, generator=generator)
+    left = (time.time() - t0) / len(samples) * (len(flat_prompts) - len(samples))
+    print(f"sampled {len(samples)}/{len(flat_prompts)} | eta {duration(left)}", flush=True)
 print(f"sampled {len(samples)} completions for {len(records)} prompts in {time.time() - t0:.0f}s")
 
 outputs = {"train": [], "val": [], "val_heldout": []}

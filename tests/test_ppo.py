@@ -240,7 +240,7 @@ def test_ratio_is_one_on_first_minibatch_and_checkpoints(world, capsys):
     assert stats["ratio_dev_first"] <= 1e-5 and stats["clipfrac_first"] == 0
     assert 0 < stats["eot"] < 1, "the tiny world has finished and unfinished responses"
     out = capsys.readouterr().out
-    assert "iter 2 | score" in out and "--- sample 0 | score" in out and "| ptx_loss" in out
+    assert "iter 2/2 | eta" in out and "--- sample 0 | score" in out and "| ptx_loss" in out
     model = load_checkpoint(os.path.join(world["out"], "model.pt"))
     assert model["model_config"]["head"] == "lm" and model["tokenizer"] == "gpt2-300" and model["iteration"] == 2
     for n in (1, 2):

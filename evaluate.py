@@ -13,6 +13,8 @@ which has no simulated labelers, a reward model judges instead (--judge rm): win
         --corpus_val '' --nlp_task '' --max_new_tokens 128 --device cuda --out_dir out/hh-eval   # real data: data/README.md
     python evaluate.py --curve out/ppo --curve out/ppo-ptx --out_dir out/curve   # over-optimization along each PPO run
     python evaluate.py --size out/sizes/xs --size out/sizes/s --out_dir out/eval-sizes   # Figure 1 over model sizes (data/sizes.sh)
+    python evaluate.py --prompt "Write a sentence about Mira."   # every policy's answer and its RM score
+    python evaluate.py --chat                        # the same for each instruction typed; an empty line ends
 
 Writes <out_dir>/results.md (the table, also printed), results.json (every number) and, when
 matplotlib is installed (requirements-dev.txt), figure1.png. With --curve: curve.md, curve.json and curve.png instead.
@@ -39,7 +41,9 @@ parser.add_argument("--corpus_val", default=None, help="held-out pretraining tex
 parser.add_argument("--nlp_task", default=None, help="the public NLP task of the 'zero-shot QA acc' column ('': no column) [default: <world>/nlp_task.jsonl]")
 # the judge
 parser.add_argument("--judge", choices=["labelers", "rm"], default="labelers", help="who compares responses: the default world's simulated labelers, or a reward model (--rm; real data has no labelers)")
-parser.add_argument("--rm", default=None, help="with --judge rm: the reward model that judges (scalar head, the SFT's tokenizer). Judging PPO with the RM it was trained against overstates its gains (PPO optimised that RM, its errors included): prefer a second RM trained on a disjoint split of the comparisons. With --curve: the proxy RM of a run whose model.pt names none [default: out/rm/model.pt]")
+parser.add_argument("--rm", default=None, help="with --judge rm: the reward model that judges (scalar head, the SFT's tokenizer). Judging PPO with the RM it was trained against overstates its gains (PPO optimised that RM, its errors included): prefer a second RM trained on a disjoint split of the comparisons. With --curve: the proxy RM of a run whose model.pt names none; "
+                    "with --prompt or --chat: the RM that scores the answers "
+                    "[default: out/rm/model.pt]")
 parser.add_argument("--missing_eot_penalty", type=float, default=-1.0, help="with --judge rm: the score, instead of the RM's, of a response that never emits <|endoftext|> within --max_new_tokens (as ppo.py); with --curve, also the proxy's, for a run whose model.pt records none")
 # the policies
 parser.add_argument("--base", default="out/base/model.pt", help="the pretrained base: the 'GPT' row, and with the labelers' few-shot prefix the 'GPT-prompted' row; a .pt checkpoint, or a GPT-2 name / Hugging Face folder ('': no row)")
@@ -49,15 +53,30 @@ parser.add_argument("--ppo_ptx", default="out/ppo-ptx/model.pt", help="the PPO-p
 parser.add_argument("--policy", action="append", default=[], metavar="NAME=PATH", help="another policy to evaluate as a row (repeatable)")
 parser.add_argument("--size", action="append", default=[], metavar="DIR", help="another model size for Figure 1 (repeatable): a folder with base/, sft/, ppo/ and ppo-ptx/ "
                     "runs of that size (bash data/sizes.sh); its rows are named METHOD@<folder name> and judged against --sft like the others")
-parser.add_argument("--curve", action="append", default=[], metavar="RUN_DIR", help="instead of the table, the over-optimization curve of a ppo.py run (repeatable; curve.md/json/png): at --sft (iteration 0) and each RUN_DIR/iter<N>.pt, "
+parser.add_argument("--curve", action="append", default=[], metavar="RUN_DIR",
+                    help="instead of the table, the over-optimization curve of a ppo.py run's "
+                    "checkpoints (repeatable; curve.md/json/png): at --sft "
+                    "(iteration 0) and each RUN_DIR/iter<N>.pt, "
                     "the KL from SFT, the proxy score (mean score by the run's own RM: the --rm in RUN_DIR/model.pt's saved args, as iter<N>.pt records none; else this --rm, else out/rm/model.pt) and the judge's win rate vs SFT")
+# talking to the models
+parser.add_argument("--prompt", action="append", default=[],
+                    help="instead of the table, every policy's answer to this instruction and its "
+                    "RM score (repeatable)")
+parser.add_argument("--chat", action="store_true",
+                    help="instead of the table, every policy's answer to each instruction typed, "
+                    "one a line, \\n a newline (an empty line or Ctrl-D ends)")
+parser.add_argument("--template", default=None,
+                    help="how --prompt and --chat wrap a bare instruction, \\n a newline "
+                    "('': as typed) [default: the world's, 'Instruction: {}\\nResponse:']")
 # sampling and output
 parser.add_argument("--n_prompts", type=int, default=0, help="evaluate on the first N test prompts (0: all)")
 parser.add_argument("--max_new_tokens", type=int, default=48, help="response length limit")
 parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature of every policy")
 parser.add_argument("--seed", type=int, default=1234, help="seed of the samples and of the labelers' noise")
 parser.add_argument("--show", type=int, default=3, help="test prompts (one per task kind) printed with every policy's answer (samples.md)")
-parser.add_argument("--out_dir", default="out/eval", help="where results.md, results.json and figure1.png (with --curve: curve.md, curve.json, curve.png) go")
+parser.add_argument("--out_dir", default="out/eval",
+                    help="where results.md, results.json and figure1.png (with --curve: curve.md, "
+                    "curve.json, curve.png) go")
 parser.add_argument("--device", default="cpu", help="where the policies run")
 
 
@@ -200,20 +219,9 @@ LABELER_COLUMNS = [("win rate vs SFT (held-out labelers)", "winrate_heldout", "{
 RM_COLUMNS = [("win rate vs SFT (RM judge)", "winrate_rm", "{:.3f} ± {:.3f}"), ("mean RM score", "rm_score", "{:.3f} ± {:.3f}")]
 
 
-def main(argv=None):
-    args = parser.parse_args(argv)
-    if args.judge == "rm" and not args.rm:
-        parser.error("--judge rm needs --rm PATH, the reward model that judges")
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    test_path = args.test_prompts or os.path.join(args.world, "test_prompts.jsonl")
-    args.corpus_val = os.path.join(args.world, "corpus_val.txt") if args.corpus_val is None else args.corpus_val
-    args.nlp_task = os.path.join(args.world, "nlp_task.jsonl") if args.nlp_task is None else args.nlp_task
-    records = read_jsonl(test_path, ["prompt"])
-    if args.n_prompts:
-        records = records[:args.n_prompts]
-    if args.judge == "labelers" and "spec" not in records[0]:
-        raise SystemExit(f"error: {records[0]['_where']}: no 'spec': the simulated labelers judge only the world's own prompts "
-                         "(on other data: --judge rm --rm PATH)")
+def policy_rows(args):
+    """(name, checkpoint, few-shot prefix) of every policy to evaluate: Figure 1's methods, those of
+    each --size folder, then each --policy; a missing checkpoint's row is left out (never SFT's)."""
     prefix = None
     if args.judge == "labelers":  # the few-shot prefix is written in the world's task phrasing
         from data.world import few_shot_prefix
@@ -241,6 +249,26 @@ def main(argv=None):
     missing = [n for n, p in (("GPT", args.base), ("PPO", args.ppo), ("PPO-ptx", args.ppo_ptx)) if p and not found(p)]
     if missing and not args.curve:
         print(f"note: no checkpoint for {', '.join(missing)}; those rows are skipped")
+    return policies
+
+
+def main(argv=None):
+    args = parser.parse_args(argv)
+    if args.judge == "rm" and not args.rm:
+        parser.error("--judge rm needs --rm PATH, the reward model that judges")
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    policies = policy_rows(args)
+    if args.prompt or args.chat:
+        return chat(args, policies)
+    test_path = args.test_prompts or os.path.join(args.world, "test_prompts.jsonl")
+    args.corpus_val = os.path.join(args.world, "corpus_val.txt") if args.corpus_val is None else args.corpus_val
+    args.nlp_task = os.path.join(args.world, "nlp_task.jsonl") if args.nlp_task is None else args.nlp_task
+    records = read_jsonl(test_path, ["prompt"])
+    if args.n_prompts:
+        records = records[:args.n_prompts]
+    if args.judge == "labelers" and "spec" not in records[0]:
+        raise SystemExit(f"error: {records[0]['_where']}: no 'spec': the simulated labelers judge only the world's own prompts "
+                         "(on other data: --judge rm --rm PATH)")
 
     device = args.device
     rng = random.Random(args.seed)
@@ -420,6 +448,75 @@ def show_samples(records, answers, n, judged):
             out.append(row + "\n")
         out.append("\n")
     return "".join(out)
+
+
+def chat(args, policies):
+    """--prompt / --chat: every policy's answer to each instruction, with the reward model's score
+    of it (the score PPO maximised: a response that never ends gets --missing_eot_penalty)."""
+    device = args.device
+    sft_ckpt = load_checkpoint(args.sft, device)
+    tokenizer = sft_ckpt["tokenizer"]
+    enc = get_tokenizer(tokenizer)
+    eot = enc.eot_token
+    models = []
+    for name, path, prefix in policies:
+        model, meta = load_policy(path, device)
+        if meta.get("tokenizer") != tokenizer:
+            raise SystemExit(f"error: {name} uses tokenizer {meta.get('tokenizer')} "
+                             f"but {args.sft} uses {tokenizer}")
+        models.append((name, model, enc.encode_ordinary(prefix)))
+    rm_path = args.rm or ("out/rm/model.pt" if os.path.exists("out/rm/model.pt") else None)
+    rm = None
+    if rm_path:
+        rm_ckpt = load_reward_model(rm_path, tokenizer, args.sft, device)
+        rm = model_from_checkpoint(rm_ckpt, device).eval()
+    else:
+        print("note: no reward model at out/rm/model.pt (python reward.py): answers without scores")
+    if args.template is None:
+        from data.world import TEMPLATE
+        args.template = TEMPLATE
+    template = args.template.replace("\\n", "\n")
+    tail = template.split("{}")[-1].strip()  # "Response:": a prompt that has it is wrapped already
+
+    def answer(instruction):
+        wrap = template and not (tail and tail in instruction)
+        prompt = template.format(instruction) if wrap else instruction
+        ids = enc.encode_ordinary(prompt)
+        print(f"\n{prompt}\n")
+        answers = {}
+        for name, model, prefix in models:
+            if len(prefix) + len(ids) + args.max_new_tokens > model.config.block_size:
+                print(f"{name}: the prompt and {args.max_new_tokens} tokens overflow its context\n")
+                continue
+            generator = torch.Generator(device).manual_seed(args.seed)  # one seed for every policy
+            response = sample_responses(model, [prefix + ids], args.max_new_tokens, eot,
+                                        args.temperature, generator=generator)[0]
+            ended = bool(response) and response[-1] == eot
+            text = enc.decode(response[:-1] if ended else response).strip()
+            score = None
+            if rm is not None and len(ids) + len(response) <= rm.config.block_size:
+                penalty = args.missing_eot_penalty
+                score = rm_scores(rm, [ids], [response], [ended], penalty, device)[0]
+            answers[name] = {"text": text, "ended": ended, "score": score}
+            head = name + ("" if ended else " | cut off")
+            if score is not None:
+                head += f" | RM score {score:.2f}" if ended else f": penalty score {score:.2f}"
+            print(head + "\n" + "".join(f"  {line}\n" for line in (text or "(empty)").split("\n")))
+        return {"prompt": prompt, "answers": answers}
+
+    if args.prompt:
+        return [answer(p) for p in args.prompt]
+    print("type an instruction; an empty line or Ctrl-D ends")
+    said = []
+    while True:
+        try:
+            line = input("> ").strip().replace("\\n", "\n")  # "\n" typed: a newline
+        except EOFError:
+            break
+        if not line:
+            break
+        said.append(answer(line))
+    return said
 
 
 def plot(results, path, key="winrate_heldout", judge="held-out labelers"):

@@ -1,10 +1,12 @@
 """
 evaluate.py: the statistics by hand (labelers' and reward-model judge's), and a whole evaluation of tiny policies on a
 generated world (the reward-model judge on real data runs in tests/test_hh_rlhf.py's stage chain), and the
-over-optimization curve (--curve) of a tiny PPO run directory.
+over-optimization curve (--curve) of a tiny PPO run directory; talking to tiny policies
+(--prompt, --chat).
 
     python -m pytest tests/test_evaluate.py -q
 """
+import io
 import json
 import math
 import os
@@ -168,3 +170,46 @@ def test_over_optimization_curve_on_a_generated_world(tmp_path, world):
             assert math.isfinite(p[key]), key
     report = open(tmp_path / "curve" / "curve.md").read()
     assert f"| {run} | 10 |" in report and "proxy" in report
+
+
+@pytest.fixture(scope="module")
+def talkers(tmp_path_factory):
+    """Tiny base, SFT and PPO policies and a reward model, for --prompt and --chat."""
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("talk")
+    config = dict(block_size=256, vocab_size=2048, n_layer=1, n_head=2, n_embd=16)
+    paths = {name: str(folder / f"{name}.pt") for name in ("base", "sft", "ppo", "rm")}
+    for name, path in paths.items():
+        model = GPT(GPTConfig(**config, head="scalar" if name == "rm" else "lm"))
+        save_checkpoint(path, model, tokenizer="gpt2-2048", step=0)
+    return ["--base", paths["base"], "--sft", paths["sft"], "--ppo", paths["ppo"],
+            "--ppo_ptx", str(folder / "missing.pt"), "--rm", paths["rm"], "--max_new_tokens", "6"]
+
+
+def test_prompt_every_policy_answers_with_its_rm_score(talkers, capsys):
+    wrapped = "Instruction: Name a fruit.\nResponse:"
+    said = evaluate.main(talkers + ["--prompt", "Write a sentence about Mira.",
+                                    "--prompt", wrapped])
+    assert [s["prompt"] for s in said] == ["Instruction: Write a sentence about Mira.\nResponse:",
+                                           wrapped], "a bare instruction is wrapped, once"
+    assert list(said[0]["answers"]) == ["GPT", "GPT-prompted", "SFT", "PPO"], "PPO-ptx is missing"
+    for s in said:
+        for a in s["answers"].values():
+            assert isinstance(a["score"], float)
+            assert a["ended"] or a["score"] == -1.0, "a response that never ends: the penalty"
+    out = capsys.readouterr().out
+    assert out.count("\nPPO | ") == 2 and said[0]["prompt"] in out and "score -1.00" in out
+    said = evaluate.main(talkers + ["--prompt", "Mira is", "--template", "",
+                                    "--policy", f"again={talkers[3]}"])
+    assert said[0]["prompt"] == "Mira is"
+    assert said[0]["answers"]["again"] == said[0]["answers"]["SFT"], "one seed for every policy"
+
+
+def test_chat_reads_instructions_from_stdin_until_an_empty_line_or_eof(talkers, monkeypatch):
+    typed = "Write a sentence about Mira.\nInstruction: Name a fruit.\\nResponse:\n\nnever read\n"
+    monkeypatch.setattr("sys.stdin", io.StringIO(typed))
+    said = evaluate.main(talkers + ["--chat"])
+    assert [s["prompt"] for s in said] == ["Instruction: Write a sentence about Mira.\nResponse:",
+                                           "Instruction: Name a fruit.\nResponse:"], "\\n typed: newline"
+    monkeypatch.setattr("sys.stdin", io.StringIO("Name a fruit."))  # Ctrl-D: the input ends
+    assert len(evaluate.main(talkers + ["--chat"])) == 1

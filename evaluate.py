@@ -15,9 +15,11 @@ which has no simulated labelers, a reward model judges instead (--judge rm): win
     python evaluate.py --size out/sizes/xs --size out/sizes/s --out_dir out/eval-sizes   # Figure 1 over model sizes (data/sizes.sh)
     python evaluate.py --prompt "Write a sentence about Mira."   # every policy's answer and its RM score
     python evaluate.py --chat                        # the same for each instruction typed; an empty line ends
+    python evaluate.py --curves out/sft out/rm out/ppo out/ppo-ptx   # training curves of each log.jsonl
 
 Writes <out_dir>/results.md (the table, also printed), results.json (every number) and, when
 matplotlib is installed (requirements-dev.txt), figure1.png. With --curve: curve.md, curve.json and curve.png instead.
+With --curves: curves.png, or without matplotlib a text table of each run.
 """
 import argparse
 import json
@@ -55,9 +57,12 @@ parser.add_argument("--size", action="append", default=[], metavar="DIR", help="
                     "runs of that size (bash data/sizes.sh); its rows are named METHOD@<folder name> and judged against --sft like the others")
 parser.add_argument("--curve", action="append", default=[], metavar="RUN_DIR",
                     help="instead of the table, the over-optimization curve of a ppo.py run's "
-                    "checkpoints (repeatable; curve.md/json/png): at --sft "
+                    "checkpoints (repeatable; curve.md/json/png; not --curves): at --sft "
                     "(iteration 0) and each RUN_DIR/iter<N>.pt, "
                     "the KL from SFT, the proxy score (mean score by the run's own RM: the --rm in RUN_DIR/model.pt's saved args, as iter<N>.pt records none; else this --rm, else out/rm/model.pt) and the judge's win rate vs SFT")
+parser.add_argument("--curves", nargs="+", default=[], metavar="RUN_DIR",
+                    help="instead of the table, the training curves in each RUN_DIR/log.jsonl of "
+                    "sft.py, reward.py or ppo.py (curves.png; not --curve)")
 # talking to the models
 parser.add_argument("--prompt", action="append", default=[],
                     help="instead of the table, every policy's answer to this instruction and its "
@@ -76,7 +81,7 @@ parser.add_argument("--seed", type=int, default=1234, help="seed of the samples 
 parser.add_argument("--show", type=int, default=3, help="test prompts (one per task kind) printed with every policy's answer (samples.md)")
 parser.add_argument("--out_dir", default="out/eval",
                     help="where results.md, results.json and figure1.png (with --curve: curve.md, "
-                    "curve.json, curve.png) go")
+                    "curve.json, curve.png; with --curves: curves.png) go")
 parser.add_argument("--device", default="cpu", help="where the policies run")
 
 
@@ -254,6 +259,8 @@ def policy_rows(args):
 
 def main(argv=None):
     args = parser.parse_args(argv)
+    if args.curves:  # the logs alone: no checkpoint, no test prompt
+        return draw_curves(args.curves, args.out_dir)
     if args.judge == "rm" and not args.rm:
         parser.error("--judge rm needs --rm PATH, the reward model that judges")
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -519,6 +526,93 @@ def chat(args, policies):
     return said
 
 
+# --curves: (panel, keys of log.jsonl drawn in it); ppo.py logs per "iter", sft.py and reward.py
+# per "step", which tells a run's kind
+PPO_PANELS = [("RM score", ["score"]), ("KL from SFT (nats)", ["kl"]),
+              ("reward (score - β·KL)", ["reward"]), ("response length (tokens)", ["length"]),
+              ("entropy (nats/token)", ["entropy"]), ("clip fraction", ["clipfrac"]),
+              ("value loss", ["vf_loss"]), ("explained variance", ["explained_var"]),
+              ("ptx loss", ["ptx_loss"])]
+STEP_PANELS = [("loss", ["loss", "val_loss", "heldout_loss"]),
+               ("accuracy", ["acc", "val_acc", "heldout_acc"])]
+LINE_NAMES = {"loss": "train", "val_loss": "validation", "heldout_loss": "held-out labelers",
+              "acc": "train", "val_acc": "validation", "heldout_acc": "held-out labelers"}
+
+
+def read_curves(run_dir):
+    """(x key, {log key: [(x, value)]}) of a run directory's log.jsonl."""
+    path = os.path.join(run_dir, "log.jsonl")
+    if not os.path.exists(path):
+        raise SystemExit(f"error: --curves {run_dir}: no log.jsonl (sft.py, reward.py, ppo.py "
+                         "write one)")
+    rows = [json.loads(line) for line in open(path) if line.strip()]
+    x = "iter" if any("iter" in r for r in rows) else "step"
+    series = {}
+    for r in rows:
+        for k, v in r.items():
+            if k != x and isinstance(v, (int, float)):
+                series.setdefault(k, []).append((r[x], v))
+    return x, series
+
+
+def draw_curves(run_dirs, out_dir, rows=6):
+    """--curves: the training curves of each run into out_dir/curves.png, PPO runs sharing panels;
+    without matplotlib a text table of each run, `rows` rows along it. Returns each read_curves."""
+    runs = {run: read_curves(run) for run in run_dirs}
+    panels = []  # (title, x label, [(run, key, line label)])
+    for title, keys in PPO_PANELS:
+        lines = [(run, k, run) for run, (x, series) in runs.items() if x == "iter"
+                 for k in keys if k in series]
+        panels += [(title, "iteration", lines)] if lines else []
+    for run, (x, series) in runs.items():
+        for title, keys in STEP_PANELS if x == "step" else []:
+            lines = [(run, k, LINE_NAMES[k]) for k in keys if k in series]
+            panels += [(f"{run}: {title}", "step", lines)] if lines else []
+    plt = pyplot("no curves.png; the curves in text")
+    if plt is None:
+        for run, (x, series) in runs.items():
+            keys = [k for _, ks in (PPO_PANELS if x == "iter" else STEP_PANELS) for k in ks]
+            print(curves_table(run, x, series, [k for k in keys if k in series], rows))
+        return runs
+    cols = min(len(panels), 4)
+    n_rows = -(-len(panels) // cols)
+    fig, axes = plt.subplots(n_rows, cols, figsize=(3.6 * cols, 2.8 * n_rows), squeeze=False)
+    for ax, (title, xlabel, lines) in zip(axes.flat, panels):
+        for run, k, label in lines:
+            xs, ys = zip(*runs[run][1][k])
+            ax.plot(xs, ys, marker="o" if len(xs) < 20 else None, ms=3, label=label)
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel(xlabel, fontsize=8)
+        ax.tick_params(labelsize=7)
+        if len(lines) > 1 or xlabel == "iteration":  # a PPO panel names its run even when alone
+            ax.legend(fontsize=7)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.axis("off")
+    fig.tight_layout()
+    os.makedirs(out_dir, exist_ok=True)
+    path = os.path.join(out_dir, "curves.png")
+    fig.savefig(path, dpi=110)
+    print(f"wrote {path}")
+    return runs
+
+
+def curves_table(run, x, series, keys, rows):
+    """A run's curves as text: `rows` x values along the run, each key's latest value then."""
+    xs = sorted({at for k in keys for at, _ in series[k]})
+    picked = xs if len(xs) <= rows else sorted({xs[round(i * (len(xs) - 1) / (rows - 1))]
+                                                for i in range(rows)})
+    widths = [max(10, len(k) + 2) for k in keys]
+    lines = [f"{run}/log.jsonl, {len(xs)} logged {x}s",
+             f"{x:>6}" + "".join(f"{k:>{w}}" for k, w in zip(keys, widths))]
+    for at in picked:
+        cells = []
+        for k, w in zip(keys, widths):  # the latest so far: validation is logged less often
+            seen = [v for px, v in series[k] if px <= at]
+            cells.append(f"{seen[-1]:>{w}.3g}" if seen else f"{'-':>{w}}")
+        lines.append(f"{at:>6}" + "".join(cells))
+    return "\n".join(lines) + "\n"
+
+
 def plot(results, path, key="winrate_heldout", judge="held-out labelers"):
     """Figure 1: win rate against SFT (results[...][key], judged by `judge`) vs model size, one line per method (one point per size)."""
     plt = pyplot()
@@ -564,14 +658,14 @@ def plot_curve(curves, path, key="winrate_heldout", judge="held-out labelers"):
     print(f"wrote {path}")
 
 
-def pyplot():
+def pyplot(instead="no figure"):
     """matplotlib.pyplot drawing to files, or None (with a note) when matplotlib is not installed."""
     try:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        print("matplotlib is not installed (pip install -r requirements-dev.txt): no figure")
+        print(f"matplotlib is not installed (pip install -r requirements-dev.txt): {instead}")
         return None
     return plt
 

@@ -13,4 +13,5 @@ python reward.py                                     # step 2b: reward model, eq
 python ppo.py --ptx_coef 0 --out_dir out/ppo         # step 3: PPO -> out/ppo/model.pt
 python ppo.py --out_dir out/ppo-ptx                  # step 3: PPO-ptx -> out/ppo-ptx/model.pt
 python evaluate.py --seed "$SEED"                    # Figure 1 at toy scale -> out/eval/results.md
+python evaluate.py --curves out/sft out/rm out/ppo out/ppo-ptx  # training curves -> out/eval/
 echo "pipeline.sh: done in $((SECONDS / 60)) min $((SECONDS % 60)) s"

@@ -2,10 +2,11 @@
 evaluate.py: the statistics by hand (labelers' and reward-model judge's), and a whole evaluation of tiny policies on a
 generated world (the reward-model judge on real data runs in tests/test_hh_rlhf.py's stage chain), and the
 over-optimization curve (--curve) of a tiny PPO run directory; talking to tiny policies
-(--prompt, --chat).
+(--prompt, --chat) and the training curves (--curves) of logs the test writes.
 
     python -m pytest tests/test_evaluate.py -q
 """
+import importlib.util
 import io
 import json
 import math
@@ -213,3 +214,60 @@ def test_chat_reads_instructions_from_stdin_until_an_empty_line_or_eof(talkers, 
                                            "Instruction: Name a fruit.\nResponse:"], "\\n typed: newline"
     monkeypatch.setattr("sys.stdin", io.StringIO("Name a fruit."))  # Ctrl-D: the input ends
     assert len(evaluate.main(talkers + ["--chat"])) == 1
+
+
+def write_logs(folder):
+    """log.jsonl of a ppo.py run, a PPO-ptx one, an sft.py and a reward.py run, through run_log."""
+    from model import run_log
+    for run in ("ppo", "ppo-ptx"):
+        log = run_log(str(folder / run), True, key="iter", total=5)
+        for i in range(1, 6):
+            ptx = {"ptx_loss": 2.0} if run == "ppo-ptx" else {}
+            log({"iter": i, "score": 0.1 * i, "kl": 0.01 * i, "reward": 0.09 * i, "length": 20.0,
+                 "eot": 0.9, "entropy": 2.0, "approx_kl": 0.01, "clipfrac": 0.1, "vf_loss": 1.0 / i,
+                 "explained_var": 0.5, **ptx, "objective": 0.1, "beta": 0.02})
+    log = run_log(str(folder / "sft"), True, total=20)
+    log({"step": 0, "val_loss": 4.0})
+    for step in range(5, 21, 5):
+        log({"step": step, "loss": 3.0 - 0.1 * step, "lr": 1e-3, "tok/s": 1000})
+        if step % 10 == 0:
+            log({"step": step, "epoch": step / 10, "val_loss": 3.1 - 0.1 * step})
+    log = run_log(str(folder / "rm"), True, total=20)
+    log({"step": 0, "val_loss": 0.69, "val_acc": 0.5, "heldout_loss": 0.69, "heldout_acc": 0.5})
+    for step in (10, 20):
+        log({"step": step, "loss": 0.6, "acc": 0.6, "lr": 1e-4, "completions/s": 100.0})
+        log({"step": step, "val_loss": 0.6, "val_acc": 0.6, "heldout_loss": 0.7,
+             "heldout_acc": 0.6})
+    return [str(folder / run) for run in ("ppo", "ppo-ptx", "sft", "rm")]
+
+
+def test_training_curves_png_or_text_table(tmp_path, monkeypatch, capsys):
+    runs = write_logs(tmp_path)
+    capsys.readouterr()
+    got = evaluate.main(["--curves", *runs, "--out_dir", str(tmp_path / "a")])
+    assert got[runs[1]][0] == "iter" and got[runs[2]][0] == "step"
+    assert got[runs[2]][1]["val_loss"] == [(0, 4.0), (10, 2.1), (20, 1.1)]
+    if importlib.util.find_spec("matplotlib"):
+        assert (tmp_path / "a" / "curves.png").stat().st_size > 10_000
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # not installed: importing it fails
+    evaluate.main(["--curves", *runs, "--out_dir", str(tmp_path / "b")])
+    assert not (tmp_path / "b" / "curves.png").exists()
+    out = capsys.readouterr().out
+    assert "pip install -r requirements-dev.txt" in out
+    ptx = out.split(f"{runs[1]}/log.jsonl, 5 logged iters\n")[1].split("\n\n")[0].split("\n")
+    assert ptx[0].split() == ["iter", "score", "kl", "reward", "length", "entropy", "clipfrac",
+                              "vf_loss", "explained_var", "ptx_loss"]
+    assert [row.split()[0] for row in ptx[1:]] == ["1", "2", "3", "4", "5"]
+    sft = out.split(f"{runs[2]}/log.jsonl, 5 logged steps\n")[1].split("\n\n")[0].split("\n")
+    assert sft[0].split() == ["step", "loss", "val_loss"] and sft[1].split() == ["0", "-", "4"]
+    assert sft[2].split() == ["5", "2.5", "4"], "validation is logged less often: its latest value"
+    with pytest.raises(SystemExit, match="no log.jsonl"):
+        evaluate.main(["--curves", str(tmp_path / "nowhere")])
+
+
+def test_curves_draw_keys_the_scripts_log():
+    source = {n: open(os.path.join(ROOT, n)).read() for n in ("ppo.py", "sft.py", "reward.py")}
+    for _, keys in evaluate.PPO_PANELS:
+        assert all(f'"{k}"' in source["ppo.py"] for k in keys), keys
+    for _, keys in evaluate.STEP_PANELS:
+        assert all(f'"{k}"' in source["sft.py"] + source["reward.py"] for k in keys), keys

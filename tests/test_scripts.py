@@ -50,7 +50,8 @@ def readme_commands(path):
 def test_the_scripts_run_every_stage():
     assert [os.path.basename(p) for p in SHELL_SCRIPTS] == ["pipeline.sh", "rounds.sh", "sizes.sh"]
     pipeline = [script for script, _ in python_commands(SHELL_SCRIPTS[0])]
-    assert pipeline == ["data/world.py", "sft.py", "sft.py", "data/collect.py", "reward.py", "ppo.py", "ppo.py", "evaluate.py"]
+    assert pipeline == ["data/world.py", "sft.py", "sft.py", "data/collect.py", "reward.py",
+                        "ppo.py", "ppo.py", "evaluate.py", "evaluate.py"]
 
 
 @pytest.mark.parametrize("path", SHELL_SCRIPTS, ids=os.path.basename)

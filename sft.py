@@ -34,16 +34,16 @@ parser.add_argument("--val", default=None, help="validation data, same format as
 parser.add_argument("--world", default="data/world", help="folder of the generated default world (python data/world.py)")
 # model
 parser.add_argument("--init", default=None, help="start from: a checkpoint of ours (.pt), a GPT-2 name (gpt2, gpt2-medium, ...), a Hugging Face GPT-2 folder, or 'scratch' (random, with the shape flags below) [default: out/base/model.pt; scratch with --pretrain]")
-parser.add_argument("--tokenizer", default="gpt2-2048", help="with --init scratch: 'gpt2' or 'gpt2-V' (GPT-2's first V-1 merges + <|endoftext|>); otherwise taken from the init")
+parser.add_argument("--tokenizer", default="gpt2-world", help="with --init scratch: 'gpt2', 'gpt2-world' (GPT-2's tokens of the default world) or 'gpt2-V' (GPT-2's first V-1 merges); otherwise taken from the init")
 parser.add_argument("--n_layer", type=int, default=4, help="with --init scratch: transformer blocks")
 parser.add_argument("--n_head", type=int, default=4, help="with --init scratch: attention heads")
 parser.add_argument("--n_embd", type=int, default=128, help="with --init scratch: width")
 parser.add_argument("--block_size", type=int, default=256, help="with --init scratch: context length in tokens")
 parser.add_argument("--dropout", type=float, default=None, help="residual/attention dropout during training [default: 0.2 as in the paper for SFT; 0 with --pretrain]")
 # optimisation (paper §3.5: 16 epochs, cosine decay, dropout 0.2; scaled to the toy)
-parser.add_argument("--epochs", type=int, default=None, help="passes over the training data [default: 8 for SFT (paper: 16); 1 with --pretrain]")
+parser.add_argument("--epochs", type=int, default=None, help="passes over the training data [default: 8 for SFT (paper: 16); 3 with --pretrain]")
 parser.add_argument("--max_steps", type=int, default=0, help="stop after this many optimizer steps (0: epochs decide)")
-parser.add_argument("--batch_size", type=int, default=None, help="examples (demonstrations, or context-length chunks with --pretrain) per optimizer step, over all processes [default: 32; 16 with --pretrain]")
+parser.add_argument("--batch_size", type=int, default=None, help="examples (demonstrations, or context-length chunks with --pretrain) per optimizer step, over all processes [default: 32; 8 with --pretrain]")
 parser.add_argument("--micro_batch_size", type=int, default=None, help="examples per forward pass; gradient accumulation makes up the rest, and a step's examples are sorted by length first, so a micro-batch pads little [default: 8 (or a divisor of the examples per process); all of them with --pretrain]")
 parser.add_argument("--lr", type=float, default=None, help="peak learning rate [default: 1e-3; 2e-3 with --pretrain]")
 parser.add_argument("--min_lr_ratio", type=float, default=0.1, help="cosine decay ends at lr * this")
@@ -99,7 +99,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     args.init = args.init or ("scratch" if args.pretrain else "out/base/model.pt")
     args.out_dir = args.out_dir or ("out/base" if args.pretrain else "out/sft")
-    for name, sft_default, pretrain_default in (("dropout", 0.2, 0.0), ("epochs", 8, 1), ("batch_size", 32, 16), ("lr", 1e-3, 2e-3)):
+    for name, sft_default, pretrain_default in (("dropout", 0.2, 0.0), ("epochs", 8, 3), ("batch_size", 32, 8), ("lr", 1e-3, 2e-3)):
         if getattr(args, name) is None:
             setattr(args, name, pretrain_default if args.pretrain else sft_default)
     if args.pretrain and args.select_by == "rm":

@@ -1,6 +1,6 @@
 """
 The shell scripts the README runs (data/pipeline.sh, sizes.sh, rounds.sh) and the commands written out in
-README.md and data/README.md: every flag they pass exists in the `--help` of the script it is passed to, so
+README.md, RESULTS.md and data/README.md: every flag they pass exists in the `--help` of the script it is passed to, so
 renaming a flag cannot silently break them. (bench/README.md's scripts need bench/requirements.txt.)
 
     python -m pytest tests/test_scripts.py -q
@@ -63,7 +63,7 @@ def test_every_flag_exists(path):
         assert not unknown, f"{os.path.basename(path)}: {script} has no {sorted(unknown)}"
 
 
-@pytest.mark.parametrize("path", ["README.md", "data/README.md"])
+@pytest.mark.parametrize("path", ["README.md", "RESULTS.md", "data/README.md"])
 def test_every_flag_in_the_readme_exists(path):
     commands = [(script, flags) for script, flags in readme_commands(os.path.join(ROOT, path)) if not script.startswith("bench/")]
     assert len(commands) >= 10, f"{path}: only {len(commands)} python commands found"

@@ -408,12 +408,14 @@ def generate(model, prompts, max_new_tokens, eot, temperature=1.0, top_k=None, t
 # Checkpoints: a state dict plus JSON-able metadata; written to a temp file then renamed,
 # so a crash mid-write leaves the previous checkpoint as it was.
 
-def save_checkpoint(path, model, optimizer=None, **meta):
+def save_checkpoint(path, model, optimizer=None, scaler=None, **meta):
     model = getattr(model, "module", model)  # DDP
     model = getattr(model, "_orig_mod", model)  # torch.compile
     ckpt = {"model": model.state_dict(), "model_config": asdict(model.config), **meta}
     if optimizer is not None:
         ckpt["optimizer"] = optimizer.state_dict()
+    if scaler is not None:  # fp16's loss scale and growth count: a fresh one would skip other steps
+        ckpt["scaler"] = scaler.state_dict()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = f"{path}.tmp{os.getpid()}"
     try:
@@ -434,6 +436,12 @@ def load_checkpoint(path, device="cpu"):
         return torch.load(path, map_location=device, weights_only=True)
     except Exception as e:
         raise SystemExit(f"error: {path} is not a readable checkpoint ({type(e).__name__}: {e})")
+
+
+def restore_scaler(scaler, ckpt):
+    """fp16's GradScaler as the checkpoint left it (a fresh one starts at scale 2**16)."""
+    if scaler is not None and ckpt.get("scaler") is not None:
+        scaler.load_state_dict(ckpt["scaler"])
 
 
 def load_reward_model(path, tokenizer, policy_path, device="cpu"):

@@ -21,9 +21,10 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from model import (check_finite, compute_init, compute_cleanup, generate, get_tokenizer, last_token_index, load_checkpoint, load_reward_model, model_from_checkpoint,
-                   read_documents, read_jsonl, rng_state, run_log, sampling_logits, save_checkpoint,
-                   set_rng_state, token_logprobs)
+from model import (check_finite, compute_init, compute_cleanup, generate, get_tokenizer,
+                   last_token_index, load_checkpoint, load_reward_model, model_from_checkpoint,
+                   read_documents, read_jsonl, restore_scaler, rng_state, run_log, sampling_logits,
+                   save_checkpoint, set_rng_state, token_logprobs)
 
 # -----------------------------------------------------------------------------
 parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -466,6 +467,7 @@ def main(argv=None):
     if last:
         policy_opt.load_state_dict(last["optimizer"])
         value_opt.load_state_dict(last["value_optimizer"])
+        restore_scaler(scaler, last)
         iteration, beta = last["iteration"], last["beta"]
         set_rng_state(last["rng"])
         print0(f"resumed from {args.out_dir}/last.pt at iteration {iteration} (β = {beta:.4g})")
@@ -490,7 +492,8 @@ def main(argv=None):
         meta = dict(tokenizer=tokenizer, iteration=iteration, args=vars(args))
         save_checkpoint(os.path.join(args.out_dir, f"iter{iteration}.pt"), raw_policy, **meta)  # args: evaluate --curve reads the RM
         save_checkpoint(os.path.join(args.out_dir, "model.pt"), raw_policy, **meta)
-        save_checkpoint(os.path.join(args.out_dir, "last.pt"), raw_policy, policy_opt, **meta, beta=beta, rng=rng_state(),
+        save_checkpoint(os.path.join(args.out_dir, "last.pt"), raw_policy, policy_opt, scaler,
+                        **meta, beta=beta, rng=rng_state(),
                         value={"model": raw_value.state_dict(), "model_config": asdict(raw_value.config)},
                         value_optimizer=value_opt.state_dict())
 

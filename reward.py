@@ -16,8 +16,10 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from model import (HelpFormatter, check_finite, compute_init, compute_cleanup, cosine_lr, epoch_batch, get_tokenizer, left_pad, load_checkpoint, model_from_checkpoint, optimizer_step,
-                   read_jsonl, rewards_at_last_token, rng_state, run_log, save_checkpoint, scalar_head_model, set_rng_state, wrap_for_training)
+from model import (HelpFormatter, check_finite, compute_init, compute_cleanup, cosine_lr,
+                   epoch_batch, get_tokenizer, left_pad, load_checkpoint, model_from_checkpoint,
+                   optimizer_step, read_jsonl, restore_scaler, rewards_at_last_token, rng_state,
+                   run_log, save_checkpoint, scalar_head_model, set_rng_state, wrap_for_training)
 
 # -----------------------------------------------------------------------------
 parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter)
@@ -210,6 +212,7 @@ def main(argv=None):
     step = 0
     if args.resume:
         optimizer.load_state_dict(last["optimizer"])
+        restore_scaler(scaler, last)
         step = last["step"]
         set_rng_state(last["rng"])
         print0(f"resumed from {args.out_dir}/last.pt at step {step}")
@@ -258,8 +261,8 @@ def main(argv=None):
         if step % args.eval_interval == 0 or step == max_steps:
             final = validate()
             if master:
-                save_checkpoint(os.path.join(args.out_dir, "last.pt"), raw_model, optimizer, tokenizer=tokenizer, step=step,
-                                args=vars(args), rng=rng_state())
+                save_checkpoint(os.path.join(args.out_dir, "last.pt"), raw_model, optimizer, scaler,
+                                tokenizer=tokenizer, step=step, args=vars(args), rng=rng_state())
             saved = step
 
     # normalisation (paper: "so that the labeler demonstrations achieve a mean score of 0 before doing RL")

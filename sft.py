@@ -22,8 +22,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # data.labelers,
 from model import (HelpFormatter, GPT, GPTConfig, check_finite, compute_init, compute_cleanup,
                    cosine_lr, epoch_batch, from_pretrained, get_tokenizer, load_checkpoint,
                    model_from_checkpoint, optimizer_step, peak_flops, read_documents, read_jsonl,
-                   rng_state, run_log, sample_responses, sample_texts, save_checkpoint,
-                   set_rng_state, wrap_for_training)
+                   restore_scaler, rng_state, run_log, sample_responses, sample_texts,
+                   save_checkpoint, set_rng_state, wrap_for_training)
 
 # -----------------------------------------------------------------------------
 parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter)
@@ -200,6 +200,7 @@ def main(argv=None):
     step, history = 0, []  # history: (epoch, val loss) per epoch checkpoint
     if args.resume:
         optimizer.load_state_dict(last["optimizer"])
+        restore_scaler(scaler, last)
         step, history = last["step"], last["history"]
         set_rng_state(last["rng"])
         print0(f"resumed from {args.out_dir}/last.pt at step {step}")
@@ -264,7 +265,8 @@ def main(argv=None):
             if epoch_end or step == max_steps:
                 history.append((step, val_loss))
                 checkpoint(f"step{step}.pt")
-            checkpoint("last.pt", optimizer=optimizer, history=history, rng=rng_state())
+            checkpoint("last.pt", optimizer=optimizer, scaler=scaler, history=history,
+                       rng=rng_state())
             saved = step
 
     # -------------------------------------------------------------------------

@@ -71,10 +71,18 @@ def weights(path):
     return load_checkpoint(path)["model"]
 
 
-def test_resume_equals_uninterrupted(tmp_path, demos, monkeypatch):
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_resume_equals_uninterrupted(tmp_path, demos, monkeypatch, dtype):
     train, val = demos
     common = TINY + ["--train", train, "--val", val, "--batch_size", "16", "--micro_batch_size", "8",
-                     "--epochs", "2", "--eval_interval", "2", "--dropout", "0.2"]  # dropout: the RNG state must resume too
+                     "--epochs", "2", "--eval_interval", "2", "--dtype", dtype,
+                     "--dropout", "0.2"]  # dropout: the RNG state must resume too
+    if dtype == "float16":
+        # GradScaler's scale moving every step: doubled after each finite step, halved (the step
+        # skipped) after an overflow. A resume with a fresh scaler would skip other steps.
+        scaler = torch.amp.GradScaler
+        monkeypatch.setattr(torch.amp, "GradScaler",
+                            lambda device: scaler(device, init_scale=2.0**20, growth_interval=1))
     sft.main(common + ["--out_dir", str(tmp_path / "a")])
 
     real = sft.cosine_lr
@@ -95,6 +103,9 @@ def test_resume_equals_uninterrupted(tmp_path, demos, monkeypatch):
     a, b = weights(str(tmp_path / "a" / "last.pt")), weights(str(tmp_path / "b" / "last.pt"))
     assert load_checkpoint(str(tmp_path / "b" / "last.pt"))["step"] == 6
     assert max((a[k] - b[k]).abs().max().item() for k in a) <= 1e-6
+    if dtype == "float16":  # the scaler resumed where it was: its scale had moved from 2**20 by then
+        scalers = [load_checkpoint(str(tmp_path / d / "last.pt"))["scaler"] for d in "ab"]
+        assert scalers[0] == scalers[1] and scalers[0]["scale"] != 2.0**20
     # the resumed run's log has the uninterrupted one's rows: step 5 once, not once per run
     assert log_rows(tmp_path / "b") == log_rows(tmp_path / "a")
 

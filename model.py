@@ -412,6 +412,8 @@ def save_checkpoint(path, model, optimizer=None, scaler=None, **meta):
     model = getattr(model, "module", model)  # DDP
     model = getattr(model, "_orig_mod", model)  # torch.compile
     ckpt = {"model": model.state_dict(), "model_config": asdict(model.config), **meta}
+    # the torchrun job that wrote it (None outside torchrun): how a restart knows its own last.pt
+    ckpt["run_id"] = os.environ.get("TORCHELASTIC_RUN_ID")
     if optimizer is not None:
         ckpt["optimizer"] = optimizer.state_dict()
     if scaler is not None:  # fp16's loss scale and growth count: a fresh one would skip other steps
@@ -436,6 +438,32 @@ def load_checkpoint(path, device="cpu"):
         return torch.load(path, map_location=device, weights_only=True)
     except Exception as e:
         raise SystemExit(f"error: {path} is not a readable checkpoint ({type(e).__name__}: {e})")
+
+
+def elastic_resume(out_dir, resume):
+    """Whether this run continues out_dir/last.pt: --resume says so, and so does a torchrun restart.
+    Under torchrun --max-restarts a dead rank restarts the whole worker group with the same command
+    line and TORCHELASTIC_RESTART_COUNT > 0; it continues the last.pt its own job wrote, told apart
+    from an earlier job's by TORCHELASTIC_RUN_ID, which save_checkpoint stores (a fresh id for each
+    torchrun launch on one node; --rdzv_id, default "none", across nodes). A first attempt (count 0)
+    never resumes without --resume, and a restart before the job's first save starts over."""
+    path = os.path.join(out_dir, "last.pt")
+    restart = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", 0))
+    if resume or restart == 0:
+        return resume
+    run_id = os.environ.get("TORCHELASTIC_RUN_ID")
+    say = print if int(os.environ.get("RANK", 0)) == 0 else (lambda *a, **k: None)
+    if run_id in (None, "none"):  # every multi-node job without --rdzv_id is "none"
+        say(f"torchrun restart {restart}: no run id to tell this job's {path} from an earlier "
+            "job's (give torchrun a unique --rdzv_id): starting over", flush=True)
+        return False
+    ours = False
+    if os.path.isfile(path):  # mmap: only the metadata is read here; the stage loads it itself
+        saved = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        ours = saved.get("run_id") == run_id
+    what = f"resuming from {path}" if ours else f"no {path} of this run yet: starting over"
+    say(f"torchrun restart {restart} of run {run_id}: {what}", flush=True)
+    return ours
 
 
 def restore_scaler(scaler, ckpt):
@@ -642,7 +670,16 @@ def compute_init(device="auto", dtype="auto"):
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if ddp:
-        dist.init_process_group(backend="nccl" if device.startswith("cuda") else "gloo")
+        store = None
+        if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True":
+            # torchrun keeps one store across restarts: a restarted worker group would read the
+            # dead one's process-group keys and dial dead peers (pytorch/pytorch#167288)
+            attempt = os.environ["TORCHELASTIC_RESTART_COUNT"]
+            agent = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]),
+                                  is_master=False)
+            store = dist.PrefixStore(f"attempt{attempt}/", agent)
+        backend = "nccl" if device.startswith("cuda") else "gloo"
+        dist.init_process_group(backend, store=store, rank=rank, world_size=world_size)
         if device.startswith("cuda"):
             device = f"cuda:{local_rank}"
     if device.startswith("cuda"):
@@ -756,10 +793,24 @@ def check_finite(value, step, out_dir, saved=None):
 
 
 def rng_state():
-    return {"cpu": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state() if torch.cuda.is_initialized() else None}
+    """The RNG states to resume from. Under torchrun every rank's (a collective: call it on every
+    rank): ranks can draw different amounts (on CUDA, dropout draws in proportion to a
+    micro-batch's size)."""
+    import torch.distributed as dist
+    cuda = torch.cuda.get_rng_state() if torch.cuda.is_initialized() else None
+    state = {"cpu": torch.get_rng_state(), "cuda": cuda}
+    if not dist.is_initialized():
+        return state
+    ranks = [None] * dist.get_world_size()
+    dist.all_gather_object(ranks, state)
+    return {**state, "ranks": ranks}
 
 
 def set_rng_state(state):
+    import torch.distributed as dist
+    ranks = state.get("ranks")
+    if dist.is_initialized() and ranks and len(ranks) == dist.get_world_size():
+        state = ranks[dist.get_rank()]  # otherwise (another number of processes) the saving rank's
     torch.set_rng_state(state["cpu"])
     if state.get("cuda") is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state(state["cuda"])

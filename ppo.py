@@ -21,10 +21,10 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from model import (check_finite, compute_init, compute_cleanup, generate, get_tokenizer,
-                   last_token_index, load_checkpoint, load_reward_model, model_from_checkpoint,
-                   read_documents, read_jsonl, restore_scaler, rng_state, run_log, sampling_logits,
-                   save_checkpoint, set_rng_state, token_logprobs)
+from model import (check_finite, compute_init, compute_cleanup, elastic_resume, generate,
+                   get_tokenizer, last_token_index, load_checkpoint, load_reward_model,
+                   model_from_checkpoint, read_documents, read_jsonl, restore_scaler, rng_state,
+                   run_log, sampling_logits, save_checkpoint, set_rng_state, token_logprobs)
 
 # -----------------------------------------------------------------------------
 parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -401,6 +401,7 @@ def main(argv=None):
     if args.temperature <= 0:
         parser.error("--temperature must be > 0: PPO needs the log-probs of the distribution it samples from")
     ddp, rank, world_size, device, ctx, scaler = compute_init(args.device, args.dtype)
+    args.resume = elastic_resume(args.out_dir, args.resume)  # a torchrun restart resumes too
     master = rank == 0
     print0 = lambda *a, **k: print(*a, **k, flush=True) if master else None
     device_type = "cuda" if device.startswith("cuda") else "cpu"
@@ -487,13 +488,14 @@ def main(argv=None):
 
     def save(iteration):
         assert_ranks_agree(raw_policy, raw_value)
+        rng = rng_state()  # every rank's
         if not master:
             return
         meta = dict(tokenizer=tokenizer, iteration=iteration, args=vars(args))
         save_checkpoint(os.path.join(args.out_dir, f"iter{iteration}.pt"), raw_policy, **meta)  # args: evaluate --curve reads the RM
         save_checkpoint(os.path.join(args.out_dir, "model.pt"), raw_policy, **meta)
         save_checkpoint(os.path.join(args.out_dir, "last.pt"), raw_policy, policy_opt, scaler,
-                        **meta, beta=beta, rng=rng_state(),
+                        **meta, beta=beta, rng=rng,
                         value={"model": raw_value.state_dict(), "model_config": asdict(raw_value.config)},
                         value_optimizer=value_opt.state_dict())
 

@@ -17,9 +17,10 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from model import (HelpFormatter, check_finite, compute_init, compute_cleanup, cosine_lr,
-                   epoch_batch, get_tokenizer, left_pad, load_checkpoint, model_from_checkpoint,
-                   optimizer_step, read_jsonl, restore_scaler, rewards_at_last_token, rng_state,
-                   run_log, save_checkpoint, scalar_head_model, set_rng_state, wrap_for_training)
+                   elastic_resume, epoch_batch, get_tokenizer, left_pad, load_checkpoint,
+                   model_from_checkpoint, optimizer_step, read_jsonl, restore_scaler,
+                   rewards_at_last_token, rng_state, run_log, save_checkpoint, scalar_head_model,
+                   set_rng_state, wrap_for_training)
 
 # -----------------------------------------------------------------------------
 parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter)
@@ -148,6 +149,7 @@ def main(argv=None):
     args.demos = args.demos or w("sft_train.jsonl")
 
     ddp, rank, world_size, device, ctx, scaler = compute_init(args.device, args.dtype)
+    args.resume = elastic_resume(args.out_dir, args.resume)  # a torchrun restart resumes too
     master = rank == 0
     print0 = lambda *a, **k: print(*a, **k, flush=True) if master else None
     device_type = "cuda" if device.startswith("cuda") else "cpu"
@@ -260,9 +262,10 @@ def main(argv=None):
             t0, seen = time.time(), 0
         if step % args.eval_interval == 0 or step == max_steps:
             final = validate()
+            rng = rng_state()  # every rank's
             if master:
                 save_checkpoint(os.path.join(args.out_dir, "last.pt"), raw_model, optimizer, scaler,
-                                tokenizer=tokenizer, step=step, args=vars(args), rng=rng_state())
+                                tokenizer=tokenizer, step=step, args=vars(args), rng=rng)
             saved = step
 
     # normalisation (paper: "so that the labeler demonstrations achieve a mean score of 0 before doing RL")

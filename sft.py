@@ -20,10 +20,11 @@ import torch.distributed as dist
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # data.labelers, evaluate, late
 from model import (HelpFormatter, GPT, GPTConfig, check_finite, compute_init, compute_cleanup,
-                   cosine_lr, epoch_batch, from_pretrained, get_tokenizer, load_checkpoint,
-                   model_from_checkpoint, optimizer_step, peak_flops, read_documents, read_jsonl,
-                   restore_scaler, rng_state, run_log, sample_responses, sample_texts,
-                   save_checkpoint, set_rng_state, wrap_for_training)
+                   cosine_lr, elastic_resume, epoch_batch, from_pretrained, get_tokenizer,
+                   load_checkpoint, model_from_checkpoint, optimizer_step, peak_flops,
+                   read_documents, read_jsonl, restore_scaler, rng_state, run_log,
+                   sample_responses, sample_texts, save_checkpoint, set_rng_state,
+                   wrap_for_training)
 
 # -----------------------------------------------------------------------------
 parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter)
@@ -106,6 +107,7 @@ def main(argv=None):
         parser.error("--select_by rm is for SFT; pretraining selects by validation loss")
 
     ddp, rank, world_size, device, ctx, scaler = compute_init(args.device, args.dtype)
+    args.resume = elastic_resume(args.out_dir, args.resume)  # a torchrun restart resumes too
     if args.select_by == "rm":  # checked before training, not after it
         rm_ckpt = load_checkpoint(args.rm)
         if rm_ckpt["model_config"].get("head") != "scalar":

@@ -526,21 +526,20 @@ def tokenizer_ranks(seed=1234):
     (corpus and prompts; every seed uses the same words), each with the tokens its merges pass through,
     and the 256 bytes. In GPT-2's rank order these merge exactly as GPT-2 does on the world's text."""
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    from model import _gpt2_ranks, get_tokenizer
-    ranks, world = _gpt2_ranks(), make_world(seed)
+    from model import _gpt2_merges, _gpt2_ranks, get_tokenizer
+    ranks, merges, world = _gpt2_ranks(), _gpt2_merges(), make_world(seed)
     rng = random.Random(f"{seed}/corpus")
     texts = [corpus_document(rng, world)[0] for _ in range(26000)]
     texts += [r["prompt"] + " " + r["spec"]["ideal"] for records in build_splits(seed).values() for r in records]
     texts += ["I do not know. I won't. I can't. I cannot. I refuse."]  # what labelers read as plain words
     token_of = {rank: token for token, rank in ranks.items()}
-    used = {t for ids in get_tokenizer("gpt2").encode_ordinary_batch(texts) for t in ids}
+    todo = [token_of[t] for ids in get_tokenizer("gpt2").encode_ordinary_batch(texts) for t in set(ids)]
     keep = set(range(256))  # byte tokens: any other text still encodes
-    for t in used:  # replay the token's own merges: lowest-ranked adjacent pair first, as BPE does
-        parts = [bytes([b]) for b in token_of[t]]
-        while len(parts) > 1:
-            i = min(range(len(parts) - 1), key=lambda j: ranks.get(parts[j] + parts[j + 1], len(ranks)))
-            parts[i:i + 2] = [parts[i] + parts[i + 1]]
-            keep.add(ranks[parts[i]])
+    while todo:  # each token with the two it is merged from, down to single bytes
+        token = todo.pop()
+        if ranks[token] not in keep:
+            keep.add(ranks[token])
+            todo += merges.get(token, ())
     return sorted(keep)
 
 

@@ -473,11 +473,8 @@ def chat(args, policies):
                              f"but {args.sft} uses {tokenizer}")
         models.append((name, model, enc.encode_ordinary(prefix)))
     rm_path = args.rm or ("out/rm/model.pt" if os.path.exists("out/rm/model.pt") else None)
-    rm = None
-    if rm_path:
-        rm_ckpt = load_reward_model(rm_path, tokenizer, args.sft, device)
-        rm = model_from_checkpoint(rm_ckpt, device).eval()
-    else:
+    rm = load_rm(rm_path, args, sft_ckpt, [[]]) if rm_path else None  # each prompt's fit is checked below
+    if rm is None:
         print("note: no reward model at out/rm/model.pt (python reward.py): answers without scores")
     if args.template is None:
         from data.world import TEMPLATE

@@ -17,10 +17,10 @@ import sys
 import pytest
 import torch
 
+import evaluate
+from model import GPT, GPTConfig, save_checkpoint
+
 ROOT = os.path.join(os.path.dirname(__file__), "..")
-sys.path.insert(0, ROOT)
-import evaluate  # noqa: E402
-from model import GPT, GPTConfig, save_checkpoint  # noqa: E402
 
 
 def test_mean_ci_by_hand():

@@ -7,14 +7,12 @@ and its tokenizer encodes as ours.
 """
 import os
 import random
-import sys
 
 import pytest
 import torch
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-import model  # noqa: E402
-from model import (GPT, GPTConfig, from_pretrained, generate, get_tokenizer, left_pad,  # noqa: E402
+import model
+from model import (GPT, GPTConfig, from_pretrained, generate, get_tokenizer, left_pad,
                    rewards_at_last_token, save_checkpoint, scalar_head_model)
 
 transformers = pytest.importorskip("transformers")

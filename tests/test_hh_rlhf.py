@@ -12,15 +12,14 @@ import http.server
 import json
 import os
 import socket
-import sys
 import threading
 
 import pytest
 
+from data.hh_rlhf import prepare
+from model import CACHE_DIR, load_checkpoint
+
 ROOT = os.path.join(os.path.dirname(__file__), "..")
-sys.path.insert(0, ROOT)
-from data.hh_rlhf import prepare  # noqa: E402
-from model import CACHE_DIR, load_checkpoint  # noqa: E402
 
 H, A = "\n\nHuman:", "\n\nAssistant:"
 CAT = H + " What is a good name for a cat?" + A

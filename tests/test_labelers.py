@@ -4,14 +4,11 @@ The simulated labelers on hand-made cases: constraints, hallucinations, harm, st
 
     python -m pytest tests/test_labelers.py -q
 """
-import os
 import random
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from data.labelers import (HELDOUT_LABELERS, LABELERS, TRAIN_LABELERS, agreement, agreement_sample, compare, items,  # noqa: E402
+from data.labelers import (HELDOUT_LABELERS, LABELERS, TRAIN_LABELERS, agreement, agreement_sample, compare, items,
                            judge, rank, score_1_to_7)
-from data.world import make_world  # noqa: E402
+from data.world import make_world
 
 # "Write a sentence about Mira in exactly 5 words, in capitals." The responses say nothing checkable
 # about Mira's facts, so the cases hold in any world.

@@ -5,12 +5,10 @@ model.py: Hugging Face GPT-2 equivalence, KV-cache sampling, tokenizer, crash-sa
 """
 import math
 import os
-import sys
 
 import pytest
 import torch
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from model import (GPT, GPTConfig, from_pretrained, generate, get_tokenizer, load_checkpoint, left_pad,
                    model_from_checkpoint, save_checkpoint, scalar_head_model, token_logprobs)
 

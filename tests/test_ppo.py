@@ -17,11 +17,11 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-ROOT = os.path.join(os.path.dirname(__file__), "..")
-sys.path.insert(0, ROOT)
-import ppo  # noqa: E402
-from model import (GPT, GPTConfig, compute_cleanup, generate, get_tokenizer, load_checkpoint, model_from_checkpoint, save_checkpoint,  # noqa: E402
+import ppo
+from model import (GPT, GPTConfig, compute_cleanup, generate, get_tokenizer, load_checkpoint, model_from_checkpoint, save_checkpoint,
                    scalar_head_model, write_jsonl)
+
+ROOT = os.path.join(os.path.dirname(__file__), "..")
 
 T, F = True, False  # mask shorthand
 

@@ -16,11 +16,11 @@ import time
 import pytest
 import torch
 
+import reward
+from data.labelers import TRAIN_LABELERS, rank
+from model import GPT, GPTConfig, get_tokenizer, load_checkpoint, save_checkpoint, write_jsonl
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-import reward  # noqa: E402
-from data.labelers import TRAIN_LABELERS, rank  # noqa: E402
-from model import GPT, GPTConfig, get_tokenizer, load_checkpoint, save_checkpoint, write_jsonl  # noqa: E402
 
 NAMES = ["Mira", "Tom", "Ana", "Bob"]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONIOENCODING": "utf-8"}

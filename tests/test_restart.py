@@ -12,13 +12,12 @@ import sys
 import pytest
 import torch
 
-ROOT = os.path.join(os.path.dirname(__file__), "..")
-sys.path.insert(0, ROOT)
-sys.path.insert(0, os.path.dirname(__file__))
-from model import (GPT, GPTConfig, elastic_resume, load_checkpoint, rng_state,  # noqa: E402
+from model import (GPT, GPTConfig, elastic_resume, load_checkpoint, rng_state,
                    save_checkpoint, set_rng_state)
-from test_ppo import argv as ppo_argv, world  # noqa: E402,F401  (the tiny PPO world fixture)
-from test_sft import TINY, demos  # noqa: E402,F401  (the demonstrations fixture)
+from test_ppo import argv as ppo_argv, world  # noqa: F401  (the tiny PPO world fixture)
+from test_sft import TINY, demos  # noqa: F401  (the demonstrations fixture)
+
+ROOT = os.path.join(os.path.dirname(__file__), "..")
 
 
 # --- 1. which last.pt a run continues -----------------------------------------------------------

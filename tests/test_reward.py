@@ -11,9 +11,8 @@ import sys
 import pytest
 import torch
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-import reward  # noqa: E402
-from model import GPT, GPTConfig, get_tokenizer, load_checkpoint, save_checkpoint, write_jsonl  # noqa: E402
+import reward
+from model import GPT, GPTConfig, get_tokenizer, load_checkpoint, save_checkpoint, write_jsonl
 
 
 def softplus(x):

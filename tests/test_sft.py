@@ -12,10 +12,10 @@ import sys
 import pytest
 import torch
 
+import sft
+from model import load_checkpoint
+
 ROOT = os.path.join(os.path.dirname(__file__), "..")
-sys.path.insert(0, ROOT)
-import sft  # noqa: E402
-from model import load_checkpoint  # noqa: E402
 
 TINY = ["--init", "scratch", "--n_layer", "1", "--n_head", "2", "--n_embd", "16", "--block_size", "96",
         "--tokenizer", "gpt2-300", "--warmup_steps", "2", "--log_interval", "1", "--device", "cpu"]

@@ -7,13 +7,11 @@ every labeler scores perfect, a corpus without the instruction template.
 import json
 import os
 import random
-import sys
 
 import pytest
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from data import world  # noqa: E402
-from data.labelers import TRAIN_LABELERS, HELDOUT_LABELERS, judge, utility  # noqa: E402
+from data import world
+from data.labelers import TRAIN_LABELERS, HELDOUT_LABELERS, judge, utility
 
 FILES = ["corpus_train.txt", "corpus_val.txt", "nlp_task.jsonl", "sft_train.jsonl", "sft_val.jsonl", "rm_prompts.jsonl",
          "ppo_prompts.jsonl", "test_prompts.jsonl"]

@@ -33,8 +33,9 @@ import time
 import torch
 import torch.nn.functional as F
 
-from model import (HelpFormatter, GPT2_SIZES, from_pretrained, get_tokenizer, left_pad, load_checkpoint, load_reward_model, model_from_checkpoint, read_documents,
-                   read_jsonl, rewards_at_last_token, sample_responses, token_logprobs)
+from common import HelpFormatter, load_reward_model, read_documents, read_jsonl, rm_scores
+from model import (GPT2_SIZES, from_pretrained, get_tokenizer, left_pad, load_checkpoint,
+                   model_from_checkpoint, sample_responses, token_logprobs)
 
 parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter)
 parser.add_argument("--world", default="data/world", help="folder of the generated default world")
@@ -100,17 +101,6 @@ def rm_winrate(scores, sft_scores):
     """The RM judge's win rate of a policy against SFT, over prompts x: mean of 1[r(x, y) > r(x, y_SFT)] + ½·1[r(x, y) = r(x, y_SFT)],
     with the 95% confidence half-width. A tie is in practice two responses that both got --missing_eot_penalty."""
     return mean_ci([1.0 if s > b else 0.5 if s == b else 0.0 for s, b in zip(scores, sft_scores)])
-
-
-@torch.no_grad()
-def rm_scores(rm, contexts, responses, ended, missing_eot_penalty, device, batch_size=64):
-    """r_θ(x, y) of each context + response (token lists, eot included when it ended) at its last token, as ppo.py scores
-    rollouts; a response that never ended scores missing_eot_penalty instead (ppo.final_score's rule, without the clip)."""
-    out = []
-    for i in range(0, len(contexts), batch_size):
-        seqs = [c + r for c, r in zip(contexts[i:i + batch_size], responses[i:i + batch_size])]
-        out += rewards_at_last_token(rm, *left_pad(seqs, 0, device)).tolist()
-    return [s if e else missing_eot_penalty for s, e in zip(out, ended)]
 
 
 @torch.no_grad()

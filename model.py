@@ -1,17 +1,17 @@
 """
-The one GPT every stage shares: a hand-written GPT-2, KV-cache sampling for PPO rollouts,
-Hugging Face GPT-2 loading, the offline tokenizer and checkpoint I/O. Nothing else lives here.
+The GPT every stage shares, and nothing else: the tokenizer (GPT-2's BPE, read offline), a
+hand-written GPT-2 (an LM head, or a scalar head for the reward model and the value function),
+sampling with a KV cache, checkpoints, and loading Hugging Face GPT-2 weights. The model knows
+no stage and no data set: training plumbing lives in common.py, export to Hugging Face in export.py.
 
     from model import GPT, GPTConfig, get_tokenizer, generate, save_checkpoint, load_checkpoint
 """
-import argparse
 import base64
 import functools
 import json
 import math
 import os
 import sys
-import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, asdict, replace
@@ -24,7 +24,7 @@ from torch.nn import functional as F
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
-# -----------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Tokenizer: GPT-2's BPE from data/gpt2.tiktoken, no download.
 # GPT-2's merges are ordered by rank and every merge joins two lower-ranked tokens, so the
 # first V-1 ranks are themselves a valid BPE: "gpt2-V" is a V-token GPT-2-style vocabulary
@@ -69,7 +69,24 @@ def get_tokenizer(name="gpt2"):
                              special_tokens={"<|endoftext|>": vocab_size - 1})
 
 
-# -----------------------------------------------------------------------------
+@functools.lru_cache(maxsize=1)
+def _gpt2_merges():
+    """token -> the pair GPT-2 merges into it, for every multi-byte token. data/gpt2.tiktoken holds
+    ranks, not merges: the pair is what BPE leaves of the token's bytes with the merges ranked
+    before its own (lowest-ranked adjacent pair first), which is GPT-2's merges.txt."""
+    ranks, merges = _gpt2_ranks(), {}
+    for token, rank in ranks.items():
+        parts = [bytes([b]) for b in token]
+        while len(parts) > 2:
+            r, i = min((ranks.get(parts[i] + parts[i + 1], rank), i) for i in range(len(parts) - 1))
+            assert r < rank, f"GPT-2 token {token!r} is not made by its lower-ranked merges"
+            parts[i:i + 2] = [parts[i] + parts[i + 1]]
+        if len(parts) == 2:
+            merges[token] = tuple(parts)
+    return merges
+
+
+# --------------------------------------------------------------------------------------------------
 # The model
 
 @dataclass
@@ -261,18 +278,7 @@ def scalar_head_model(lm):
     return model.to(next(lm.parameters()).device)
 
 
-# Dense bf16/fp16 tensor-core peaks, for MFU; anything else reports no MFU.
-PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12, "A10": 125e12, "4090": 165e12, "V100": 125e12}
-
-
-def peak_flops(device):
-    if not str(device).startswith("cuda"):
-        return None
-    name = torch.cuda.get_device_name(device)
-    return next((flops for key, flops in PEAK_FLOPS.items() if key in name), None)
-
-
-# -----------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Sampling
 
 # Logits closer than TIE (relative to the largest) are one tie to the top-k / top-p cut. generate's
@@ -404,6 +410,27 @@ def generate(model, prompts, max_new_tokens, eot, temperature=1.0, top_k=None, t
     return tokens, mask, logprobs[:, :N], response_mask[:, :N]
 
 
+def sample_responses(model, contexts, max_new_tokens, eot, temperature=1.0, batch_size=64, generator=None, ctx=None):
+    """One sampled response per context (a token list): its tokens, <|endoftext|> last when it ended."""
+    from contextlib import nullcontext
+    out = []
+    for i in range(0, len(contexts), batch_size):
+        with ctx or nullcontext():
+            tokens, _, _, response_mask = generate(model, contexts[i:i + batch_size], max_new_tokens, eot, temperature, generator=generator)
+        P = tokens.size(1) - response_mask.size(1)
+        out += [row[:sum(m)] for row, m in zip(tokens[:, P:].tolist(), response_mask.tolist())]
+    return out
+
+
+def sample_texts(model, enc, prompts, max_new_tokens, temperature=1.0, batch_size=64, generator=None, ctx=None):
+    """Sample one response per prompt string; returns (response text without <|endoftext|>, ended) pairs."""
+    responses = sample_responses(model, [enc.encode_ordinary(p) for p in prompts], max_new_tokens, enc.eot_token, temperature,
+                                 batch_size, generator, ctx)
+    ended = [bool(r) and r[-1] == enc.eot_token for r in responses]
+    return [(enc.decode(r[:-1] if e else r), e) for r, e in zip(responses, ended)]
+
+
+# --------------------------------------------------------------------------------------------------
 # -----------------------------------------------------------------------------
 # Checkpoints: a state dict plus JSON-able metadata; written to a temp file then renamed,
 # so a crash mid-write leaves the previous checkpoint as it was.
@@ -440,48 +467,6 @@ def load_checkpoint(path, device="cpu"):
         raise SystemExit(f"error: {path} is not a readable checkpoint ({type(e).__name__}: {e})")
 
 
-def elastic_resume(out_dir, resume):
-    """Whether this run continues out_dir/last.pt: --resume says so, and so does a torchrun restart.
-    Under torchrun --max-restarts a dead rank restarts the whole worker group with the same command
-    line and TORCHELASTIC_RESTART_COUNT > 0; it continues the last.pt its own job wrote, told apart
-    from an earlier job's by TORCHELASTIC_RUN_ID, which save_checkpoint stores (a fresh id for each
-    torchrun launch on one node; --rdzv_id, default "none", across nodes). A first attempt (count 0)
-    never resumes without --resume, and a restart before the job's first save starts over."""
-    path = os.path.join(out_dir, "last.pt")
-    restart = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", 0))
-    if resume or restart == 0:
-        return resume
-    run_id = os.environ.get("TORCHELASTIC_RUN_ID")
-    say = print if int(os.environ.get("RANK", 0)) == 0 else (lambda *a, **k: None)
-    if run_id in (None, "none"):  # every multi-node job without --rdzv_id is "none"
-        say(f"torchrun restart {restart}: no run id to tell this job's {path} from an earlier "
-            "job's (give torchrun a unique --rdzv_id): starting over", flush=True)
-        return False
-    ours = False
-    if os.path.isfile(path):  # mmap: only the metadata is read here; the stage loads it itself
-        saved = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        ours = saved.get("run_id") == run_id
-    what = f"resuming from {path}" if ours else f"no {path} of this run yet: starting over"
-    say(f"torchrun restart {restart} of run {run_id}: {what}", flush=True)
-    return ours
-
-
-def restore_scaler(scaler, ckpt):
-    """fp16's GradScaler as the checkpoint left it (a fresh one starts at scale 2**16)."""
-    if scaler is not None and ckpt.get("scaler") is not None:
-        scaler.load_state_dict(ckpt["scaler"])
-
-
-def load_reward_model(path, tokenizer, policy_path, device="cpu"):
-    """A reward-model checkpoint (scalar head) that can score the policy of policy_path, whose tokenizer it must share."""
-    ckpt = load_checkpoint(path, device)
-    if ckpt["model_config"].get("head") != "scalar":
-        raise SystemExit(f"error: {path} is a language model checkpoint (LM head); --rm needs a reward model (python reward.py)")
-    if ckpt.get("tokenizer") != tokenizer:
-        raise SystemExit(f"error: {path} uses tokenizer {ckpt.get('tokenizer')} but {policy_path} uses {tokenizer}")
-    return ckpt
-
-
 def model_from_checkpoint(ckpt, device="cpu", dropout=None):
     config = GPTConfig(**ckpt["model_config"])
     if dropout is not None:
@@ -491,7 +476,7 @@ def model_from_checkpoint(ckpt, device="cpu", dropout=None):
     return model.to(device)
 
 
-# -----------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Hugging Face GPT-2 checkpoints (pytorch_model.bin or model.safetensors), read without transformers
 
 GPT2_SIZES = {"gpt2": (12, 12, 768), "gpt2-medium": (24, 16, 1024), "gpt2-large": (36, 20, 1280), "gpt2-xl": (48, 25, 1600)}
@@ -603,392 +588,3 @@ def from_pretrained(name_or_path, block_size=None, dropout=0.0):
         with torch.no_grad():
             ours[key].copy_(src.float())
     return model
-
-
-# -----------------------------------------------------------------------------
-# Export to a Hugging Face GPT-2 folder (python model.py --export CKPT DIR), written without
-# transformers: the weights as from_pretrained reads them, config.json, and GPT-2's tokenizer files.
-
-def write_safetensors(path, tensors):
-    """The format of read_safetensors, names in sorted order; spaces pad the header so that the
-    data starts 8-byte aligned."""
-    dtypes = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16"}
-    header, offset = {"__metadata__": {"format": "pt"}}, 0  # transformers requires the "pt"
-    for name in sorted(tensors):
-        t = tensors[name]
-        n = t.numel() * t.element_size()
-        header[name] = {"dtype": dtypes[t.dtype], "shape": list(t.shape),
-                        "data_offsets": [offset, offset + n]}
-        offset += n
-    blob = json.dumps(header).encode()
-    blob += b" " * (-len(blob) % 8)
-    with open(path + ".tmp", "wb") as f:
-        f.write(len(blob).to_bytes(8, "little") + blob)
-        for name in sorted(tensors):
-            t = tensors[name].detach().cpu().contiguous()
-            if t.dtype == torch.bfloat16:  # numpy has no bfloat16: the same bytes as int16
-                t = t.view(torch.int16)
-            f.write(t.numpy().tobytes())
-    os.replace(path + ".tmp", path)
-
-
-def byte_to_unicode():
-    """GPT-2's printable stand-in for each byte (vocab.json and merges.txt are text): printable
-    Latin-1 bytes stand for themselves, the other 68 for the characters from U+0100 on."""
-    keep = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1),
-            *range(ord("®"), ord("ÿ") + 1)]
-    rest = [b for b in range(256) if b not in keep]
-    return {**{b: chr(b) for b in keep}, **{b: chr(256 + i) for i, b in enumerate(rest)}}
-
-
-@functools.lru_cache(maxsize=1)
-def _gpt2_merges():
-    """token -> the pair GPT-2 merges into it, for every multi-byte token. data/gpt2.tiktoken holds
-    ranks, not merges: the pair is what BPE leaves of the token's bytes with the merges ranked
-    before its own (lowest-ranked adjacent pair first), which is GPT-2's merges.txt."""
-    ranks, merges = _gpt2_ranks(), {}
-    for token, rank in ranks.items():
-        parts = [bytes([b]) for b in token]
-        while len(parts) > 2:
-            r, i = min((ranks.get(parts[i] + parts[i + 1], rank), i) for i in range(len(parts) - 1))
-            assert r < rank, f"GPT-2 token {token!r} is not made by its lower-ranked merges"
-            parts[i:i + 2] = [parts[i] + parts[i + 1]]
-        if len(parts) == 2:
-            merges[token] = tuple(parts)
-    return merges
-
-
-def export_tokenizer(name, out_dir, block_size):
-    """vocab.json, merges.txt, tokenizer_config.json and special_tokens_map.json of one of
-    get_tokenizer's encodings. Ids are ours; a subset of GPT-2 ('gpt2-V', 'gpt2-world') keeps the
-    GPT-2 merges whose two parts and result it has, in GPT-2's rank order (its ids' order), so it
-    merges as ours does."""
-    enc, char = get_tokenizer(name), byte_to_unicode()
-    text = lambda token: "".join(char[b] for b in token)
-    ids = {enc.decode_single_token_bytes(i): i for i in range(enc.eot_token)}
-    eot = "<|endoftext|>"
-    vocab = {text(token): i for token, i in ids.items()} | {eot: enc.eot_token}
-    pairs = [(ids[token], pair) for token, pair in _gpt2_merges().items()
-             if token in ids and pair[0] in ids and pair[1] in ids]
-    merges = [f"{text(a)} {text(b)}" for _, (a, b) in sorted(pairs)]
-    special = {"bos_token": eot, "eos_token": eot, "unk_token": eot}
-    added = {"content": eot, "lstrip": False, "rstrip": False, "normalized": True,
-             "single_word": False, "special": True}
-    config = {"tokenizer_class": "GPT2Tokenizer", "model_max_length": block_size,
-              "add_prefix_space": False, "add_bos_token": False, "errors": "replace", **special,
-              "added_tokens_decoder": {str(enc.eot_token): added}}
-    files = {"vocab.json": json.dumps(vocab, ensure_ascii=False),
-             "merges.txt": "\n".join(["#version: 0.2", *merges]) + "\n",
-             "tokenizer_config.json": json.dumps(config, indent=2),
-             "special_tokens_map.json": json.dumps(special, indent=2)}
-    for file, content in files.items():
-        with open(os.path.join(out_dir, file), "w", encoding="utf-8") as f:
-            f.write(content)
-
-
-def export_hf(ckpt_path, out_dir):
-    """One of our checkpoints -> a folder transformers loads: a language model as GPT2LMHeadModel,
-    a reward model (scalar head) as GPT2ForSequenceClassification with num_labels 1. That class's
-    head has no bias, and ours holds reward.py's normalisation: the bias b is folded into ln_f's,
-    β += b·w/|w|² (then w·β gains exactly b), so its logits are our normalised reward. Only the
-    head reads ln_f's output; config.json states b as folded_score_bias."""
-    ckpt = load_checkpoint(ckpt_path)
-    model, eot = model_from_checkpoint(ckpt), get_tokenizer(ckpt["tokenizer"]).eot_token
-    c = model.config
-    tensors = {k: (v.t() if k.endswith(CONV1D) else v) for k, v in model.state_dict().items()
-               if k != "lm_head.weight"}  # tied to wte; transformers ties it back
-    hf = {"architectures": ["GPT2LMHeadModel"], "model_type": "gpt2", "vocab_size": c.vocab_size,
-          "n_positions": c.block_size, "n_ctx": c.block_size, "n_embd": c.n_embd,
-          "n_layer": c.n_layer, "n_head": c.n_head, "n_inner": None,
-          "activation_function": "gelu_new", "layer_norm_epsilon": 1e-5,
-          "resid_pdrop": c.dropout, "embd_pdrop": c.dropout, "attn_pdrop": c.dropout,
-          "initializer_range": 0.02, "bos_token_id": eot, "eos_token_id": eot,
-          "tie_word_embeddings": True, "torch_dtype": "float32"}
-    if c.head == "scalar":
-        w, b = tensors["score.weight"][0].double(), tensors.pop("score.bias").double()
-        ln_f = tensors["transformer.ln_f.bias"]
-        tensors["transformer.ln_f.bias"] = (ln_f.double() + b * w / w.dot(w)).to(ln_f.dtype)
-        # no pad_token_id: the class scores the last token that is not padding, ours <|endoftext|>
-        hf |= {"architectures": ["GPT2ForSequenceClassification"], "id2label": {"0": "LABEL_0"},
-               "label2id": {"LABEL_0": 0}, "folded_score_bias": b.item()}
-    os.makedirs(out_dir, exist_ok=True)
-    write_safetensors(os.path.join(out_dir, "model.safetensors"), tensors)
-    with open(os.path.join(out_dir, "config.json"), "w") as f:
-        json.dump(hf, f, indent=2)
-    export_tokenizer(ckpt["tokenizer"], out_dir, c.block_size)
-    return hf
-
-
-# -----------------------------------------------------------------------------
-# What every stage script shares: data files with line-numbered errors, compute setup (device,
-# precision, DDP), rewards at the last token, and sampling decoded text.
-
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """--help lists each flag's default, except where its help already says what the default is ('[default: ...]')."""
-    def _get_help_string(self, action):
-        return action.help if "[default:" in (action.help or "") else super()._get_help_string(action)
-
-
-def write_jsonl(path, records):
-    """One JSON object per line, written to a temp file and renamed, so a crash never leaves half a file."""
-    path = str(path)
-    with open(path + ".tmp", "w") as f:
-        for r in records:
-            f.write(json.dumps(r) + "\n")
-    os.replace(path + ".tmp", path)
-    return path
-
-
-def read_jsonl(path, required):
-    """Records of a JSONL file; a malformed line stops with the file, the line and what is wrong."""
-    if not os.path.isfile(path):
-        raise SystemExit(f"error: data file {path} not found (for the default world run `python data/world.py` first)")
-    records = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise SystemExit(f"error: {path}:{n}: not valid JSON ({e.msg} at column {e.colno})")
-            if not isinstance(record, dict):
-                raise SystemExit(f"error: {path}:{n}: expected a JSON object, got {type(record).__name__}")
-            for key in required:
-                if not isinstance(record.get(key), str):
-                    raise SystemExit(f"error: {path}:{n}: missing string field '{key}' (expected keys: {', '.join(required)})")
-            record["_where"] = f"{path}:{n}"
-            records.append(record)
-    if not records:
-        raise SystemExit(f"error: {path} holds no records")
-    return records
-
-
-def read_documents(path):
-    """Pretraining text: a .jsonl of {"text": ...} documents, or any other file with one document per line."""
-    if path.endswith(".jsonl"):
-        return [r["text"] for r in read_jsonl(path, ["text"])]
-    if not os.path.isfile(path):
-        raise SystemExit(f"error: text file {path} not found (for the default world run `python data/world.py` first)")
-    with open(path, encoding="utf-8") as f:
-        docs = [line.rstrip("\n") for line in f if line.strip()]
-    if not docs:
-        raise SystemExit(f"error: {path} holds no text")
-    return docs
-
-
-def compute_init(device="auto", dtype="auto"):
-    """Device, DDP and precision in one place. Under torchrun (RANK set) each process takes one
-    GPU (NCCL) or CPU (gloo). Returns ddp, rank, world_size, device, autocast context, GradScaler-or-None."""
-    from contextlib import nullcontext
-    import torch.distributed as dist
-    ddp = "RANK" in os.environ
-    rank, world_size, local_rank = (int(os.environ.get(k, d)) for k, d in (("RANK", 0), ("WORLD_SIZE", 1), ("LOCAL_RANK", 0)))
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if ddp:
-        store = None
-        if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True":
-            # torchrun keeps one store across restarts: a restarted worker group would read the
-            # dead one's process-group keys and dial dead peers (pytorch/pytorch#167288)
-            attempt = os.environ["TORCHELASTIC_RESTART_COUNT"]
-            agent = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]),
-                                  is_master=False)
-            store = dist.PrefixStore(f"attempt{attempt}/", agent)
-        backend = "nccl" if device.startswith("cuda") else "gloo"
-        dist.init_process_group(backend, store=store, rank=rank, world_size=world_size)
-        if device.startswith("cuda"):
-            device = f"cuda:{local_rank}"
-    if device.startswith("cuda"):
-        torch.cuda.set_device(device)
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-    device_type = "cuda" if device.startswith("cuda") else "cpu"
-    if dtype == "auto":
-        dtype = ("bfloat16" if torch.cuda.is_bf16_supported() else "float16") if device_type == "cuda" else "float32"
-    ptdtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
-    ctx = nullcontext() if ptdtype == torch.float32 else torch.autocast(device_type=device_type, dtype=ptdtype)
-    scaler = torch.amp.GradScaler(device_type) if ptdtype == torch.float16 else None
-    return ddp, rank, world_size, device, ctx, scaler
-
-
-def compute_cleanup():
-    """End torchrun's process group. Both steps matter, or a rank can abort at exit ("terminate called
-    without an active exception"): the collection frees DDP wrappers the caller deleted but whose
-    reference cycles still hold the group, which would otherwise die with the interpreter; the barrier
-    keeps a rank from tearing down gloo while another is still saving."""
-    import gc
-    import torch.distributed as dist
-    if dist.is_initialized():
-        gc.collect()
-        dist.barrier()
-        dist.destroy_process_group()
-
-
-def last_token_index(mask):
-    """(B, T) mask -> (B,) index of each row's last real token (the <|endoftext|> of a finished response)."""
-    return mask.long().cumsum(1).argmax(1)
-
-
-def rewards_at_last_token(rm, tokens, mask):
-    """r_θ(x, y): the scalar head read at the last real token of each (prompt, response) row. The
-    normalisation of reward.py lives in the head's bias, so this is already the normalised score."""
-    values = rm(tokens, attention_mask=mask)  # (B, T)
-    return values.gather(1, last_token_index(mask)[:, None]).squeeze(1).float()
-
-
-def sample_responses(model, contexts, max_new_tokens, eot, temperature=1.0, batch_size=64, generator=None, ctx=None):
-    """One sampled response per context (a token list): its tokens, <|endoftext|> last when it ended."""
-    from contextlib import nullcontext
-    out = []
-    for i in range(0, len(contexts), batch_size):
-        with ctx or nullcontext():
-            tokens, _, _, response_mask = generate(model, contexts[i:i + batch_size], max_new_tokens, eot, temperature, generator=generator)
-        P = tokens.size(1) - response_mask.size(1)
-        out += [row[:sum(m)] for row, m in zip(tokens[:, P:].tolist(), response_mask.tolist())]
-    return out
-
-
-def sample_texts(model, enc, prompts, max_new_tokens, temperature=1.0, batch_size=64, generator=None, ctx=None):
-    """Sample one response per prompt string; returns (response text without <|endoftext|>, ended) pairs."""
-    responses = sample_responses(model, [enc.encode_ordinary(p) for p in prompts], max_new_tokens, enc.eot_token, temperature,
-                                 batch_size, generator, ctx)
-    ended = [bool(r) and r[-1] == enc.eot_token for r in responses]
-    return [(enc.decode(r[:-1] if e else r), e) for r, e in zip(responses, ended)]
-
-
-def cosine_lr(step, lr, warmup_steps, max_steps, min_lr_ratio):
-    """Linear warm-up, then cosine decay to lr * min_lr_ratio (paper §3.5: cosine learning-rate decay)."""
-    if step < warmup_steps:
-        return lr * (step + 1) / warmup_steps
-    progress = min(1.0, (step - warmup_steps) / max(1, max_steps - warmup_steps))
-    return lr * (min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
-
-
-def epoch_batch(items, step, batch_size, seed):
-    """The global batch of optimizer step `step`: epochs of a fresh permutation each, a fixed function
-    of (seed, epoch, step), so a resumed run sees exactly the batches an uninterrupted one would."""
-    epoch, i = divmod(step, len(items) // batch_size)
-    order = torch.randperm(len(items), generator=torch.Generator().manual_seed(seed + epoch))
-    return [items[j] for j in order[i * batch_size:(i + 1) * batch_size].tolist()]
-
-
-def wrap_for_training(model, device, compile=False, ddp=False):
-    """torch.compile and/or DDP around a model; keep the unwrapped one for checkpoints and evaluation."""
-    if compile:
-        model = torch.compile(model)
-    if ddp:
-        from torch.nn.parallel import DistributedDataParallel
-        model = DistributedDataParallel(model, device_ids=[torch.device(device).index] if str(device).startswith("cuda") else None)
-    return model
-
-
-def optimizer_step(model, optimizer, scaler=None, grad_clip=0.0):
-    """Unscale (fp16), clip the gradient norm, step, zero the gradients."""
-    if scaler:
-        scaler.unscale_(optimizer)
-    if grad_clip > 0:
-        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-    if scaler:
-        scaler.step(optimizer)
-        scaler.update()
-    else:
-        optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
-
-
-def check_finite(value, step, out_dir, saved=None):
-    """A NaN or inf loss stops the run before it reaches a checkpoint. saved: the step of this run's
-    out_dir/last.pt (resumed from or written), None before its first; a last.pt there then is an
-    earlier run's, no good state of this one, so the message names it only when saved is set."""
-    if not math.isfinite(value):
-        where = (f"{out_dir}/last.pt still holds the last good state, step {saved} "
-                 "(--resume continues from it)" if saved is not None
-                 else "no checkpoint of this run yet: rerun it from the start")
-        raise SystemExit(f"error: loss is {value} at step {step}: lower the learning rate or check "
-                         f"the data; {where}")
-
-
-def rng_state():
-    """The RNG states to resume from. Under torchrun every rank's (a collective: call it on every
-    rank): ranks can draw different amounts (on CUDA, dropout draws in proportion to a
-    micro-batch's size)."""
-    import torch.distributed as dist
-    cuda = torch.cuda.get_rng_state() if torch.cuda.is_initialized() else None
-    state = {"cpu": torch.get_rng_state(), "cuda": cuda}
-    if not dist.is_initialized():
-        return state
-    ranks = [None] * dist.get_world_size()
-    dist.all_gather_object(ranks, state)
-    return {**state, "ranks": ranks}
-
-
-def set_rng_state(state):
-    import torch.distributed as dist
-    ranks = state.get("ranks")
-    if dist.is_initialized() and ranks and len(ranks) == dist.get_world_size():
-        state = ranks[dist.get_rank()]  # otherwise (another number of processes) the saving rank's
-    torch.set_rng_state(state["cpu"])
-    if state.get("cuda") is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state(state["cuda"])
-
-
-def duration(seconds):
-    """'45s', '3m05s', '2h07m': a time left, short."""
-    s = round(seconds)
-    if s < 60:
-        return f"{s}s"
-    return f"{s // 60}m{s % 60:02d}s" if s < 3600 else f"{s // 3600}h{s % 3600 // 60:02d}m"
-
-
-def run_log(out_dir, master, resumed_at=None, key="step", total=None):
-    """log(record): one progress line on the master ("step 42/320 | eta 1m05s | loss 2.31 | ...")
-    and the same record in out_dir/log.jsonl. The eta: this run's time per step so far times the
-    steps left to total. A fresh run (resumed_at None) starts the file anew. A run resumed from the
-    checkpoint of step resumed_at continues it, less the rows past that step (record[key] >
-    resumed_at): the stopped run logged them after its last checkpoint, and this one logs those
-    steps again. The file is rewritten through a temp file, so a crash here keeps it whole."""
-    if not master:
-        return lambda record: None
-    os.makedirs(out_dir, exist_ok=True)
-    path = os.path.join(out_dir, "log.jsonl")
-    if resumed_at is not None and os.path.exists(path):
-        rows = []
-        with open(path) as f:
-            for line in f:
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError:  # a last line the kill cut short
-                    pass
-        write_jsonl(path, [r for r in rows if r[key] <= resumed_at])
-    f = open(path, "w" if resumed_at is None else "a")
-    start, t_start = resumed_at or 0, time.time()
-
-    def log(record):
-        cells = []
-        for k, v in record.items():
-            cells.append(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}")
-            if k == key and total:
-                cells[-1] += f"/{total}"
-                if v > start:  # evaluations and checkpoints included: they recur at the same pace
-                    per_step = (time.time() - t_start) / (v - start)
-                    cells.append(f"eta {duration(per_step * (total - v))}")
-        print(" | ".join(cells), flush=True)
-        f.write(json.dumps(record) + "\n")
-        f.flush()
-    return log
-
-
-def main(argv=None):
-    parser = argparse.ArgumentParser(description="Export a checkpoint to Hugging Face format.")
-    parser.add_argument("--export", nargs=2, metavar=("CKPT", "DIR"), required=True,
-                        help="write CKPT (sft.py, reward.py or ppo.py's .pt) as a GPT-2 folder DIR")
-    args = parser.parse_args(argv)
-    hf = export_hf(*args.export)
-    bias = hf.get("folded_score_bias")
-    print(f"{args.export[0]} -> {args.export[1]}/: {hf['architectures'][0]}"
-          + (f" (score bias {bias:+.4f} folded into ln_f.bias)" if bias is not None else ""))
-
-
-if __name__ == "__main__":
-    main()

@@ -21,10 +21,11 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from model import (check_finite, compute_init, compute_cleanup, elastic_resume, generate,
-                   get_tokenizer, last_token_index, load_checkpoint, load_reward_model,
-                   model_from_checkpoint, read_documents, read_jsonl, restore_scaler, rng_state,
-                   run_log, sampling_logits, save_checkpoint, set_rng_state, token_logprobs)
+from common import (check_finite, compute_cleanup, compute_init, elastic_resume, last_token_index,
+                    load_reward_model, read_documents, read_jsonl, restore_scaler, rng_state,
+                    run_log, set_rng_state)
+from model import (generate, get_tokenizer, load_checkpoint, model_from_checkpoint, sampling_logits,
+                   save_checkpoint, token_logprobs)
 
 # -----------------------------------------------------------------------------
 parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)

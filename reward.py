@@ -16,11 +16,11 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from model import (HelpFormatter, check_finite, compute_init, compute_cleanup, cosine_lr,
-                   elastic_resume, epoch_batch, get_tokenizer, left_pad, load_checkpoint,
-                   model_from_checkpoint, optimizer_step, read_jsonl, restore_scaler,
-                   rewards_at_last_token, rng_state, run_log, save_checkpoint, scalar_head_model,
-                   set_rng_state, wrap_for_training)
+from common import (HelpFormatter, check_finite, compute_cleanup, compute_init, cosine_lr,
+                    elastic_resume, epoch_batch, optimizer_step, read_jsonl, restore_scaler,
+                    rewards_at_last_token, rng_state, run_log, set_rng_state, wrap_for_training)
+from model import (get_tokenizer, left_pad, load_checkpoint, model_from_checkpoint, save_checkpoint,
+                   scalar_head_model)
 
 # -----------------------------------------------------------------------------
 parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter)

@@ -19,12 +19,12 @@ import torch
 import torch.distributed as dist
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # data.labelers, evaluate, late
-from model import (HelpFormatter, GPT, GPTConfig, check_finite, compute_init, compute_cleanup,
-                   cosine_lr, elastic_resume, epoch_batch, from_pretrained, get_tokenizer,
-                   load_checkpoint, model_from_checkpoint, optimizer_step, peak_flops,
-                   read_documents, read_jsonl, restore_scaler, rng_state, run_log,
-                   sample_responses, sample_texts, save_checkpoint, set_rng_state,
-                   wrap_for_training)
+from common import (HelpFormatter, check_finite, compute_cleanup, compute_init, cosine_lr,
+                    elastic_resume, epoch_batch, optimizer_step, peak_flops, read_documents,
+                    read_jsonl, restore_scaler, rm_scores, rng_state, run_log, set_rng_state,
+                    wrap_for_training)
+from model import (GPT, GPTConfig, from_pretrained, get_tokenizer, load_checkpoint,
+                   model_from_checkpoint, sample_responses, sample_texts, save_checkpoint)
 
 # -----------------------------------------------------------------------------
 parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter)
@@ -277,7 +277,6 @@ def main(argv=None):
         if args.select_by == "rm":
             # scored as by evaluate.py's RM judge and in ppo.py: a response that never ends gets
             # the penalty, whatever the RM would say of it
-            from evaluate import rm_scores
             rm = model_from_checkpoint(rm_ckpt, device).eval()
             prompts = [r["prompt"] for r in read_jsonl(val_path, ["prompt"])][:256]
             contexts = [enc.encode_ordinary(p) for p in prompts]

@@ -4,7 +4,7 @@ Model FLOPs utilisation of our training step: the FLOP/s it achieves, counted as
 matmul reaches. On CPU there is no datasheet peak to divide by, so the reference is measured: torch.mm on
 large squares, fp32 ("CPU MFU"); a second line gives torch.mm at the step's own MLP shape, the ceiling a model
 this small can hope for. On CUDA the step runs under bf16 autocast (the training scripts' default there)
-and MFU is against model.peak_flops (dense bf16 tensor-core peak), with the measured bf16 torch.mm beside it.
+and MFU is against common.peak_flops (dense bf16 tensor-core peak), with the measured bf16 torch.mm beside it.
 
 The step is sft.py's with --pretrain (loss on every token, no dropout): batch --batch_size sequences of
 --seq_len tokens, forward, masked_lm_loss, backward, clip, AdamW (model.configure_optimizer).
@@ -26,7 +26,7 @@ from contextlib import nullcontext
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import add_model_args, header, interleaved, resolve_model_args  # noqa: E402
+from harness import add_model_args, header, interleaved, resolve_model_args  # noqa: E402
 
 parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
 add_model_args(parser)
@@ -43,8 +43,9 @@ cuda = device.type == "cuda"
 dtype = {"auto": torch.bfloat16 if cuda else torch.float32, "float32": torch.float32, "bfloat16": torch.bfloat16}[args.dtype]
 args.mm_size = args.mm_size or (8192 if cuda else 2048)
 
-import sft  # noqa: E402  (the repository's sft.py: common put the root on sys.path)
-from model import GPT, GPTConfig, optimizer_step, peak_flops  # noqa: E402
+import sft  # noqa: E402  (the repository's sft.py: harness put the root on sys.path)
+from common import optimizer_step, peak_flops
+from model import GPT, GPTConfig  # noqa: E402
 
 header(args)
 torch.manual_seed(args.seed)
@@ -54,7 +55,7 @@ optimizer = model.configure_optimizer(0.1, 2e-3, device_type=device.type)  # sft
 B, T = args.batch_size, args.seq_len
 data = torch.randint(0, args.vocab_size, (B, T + 1), generator=torch.Generator().manual_seed(args.seed)).to(device)
 x, y = data[:, :-1], data[:, 1:]
-ctx = torch.autocast(device_type=device.type, dtype=dtype) if dtype != torch.float32 else nullcontext()  # as model.compute_init
+ctx = torch.autocast(device_type=device.type, dtype=dtype) if dtype != torch.float32 else nullcontext()  # as common.compute_init
 
 
 def step():

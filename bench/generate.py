@@ -22,8 +22,8 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import add_model_args, header, hf_config, interleaved, resolve_model_args, same_weights_pair, timed  # noqa: E402
-from model import generate  # noqa: E402  (common put the repository root on sys.path)
+from harness import add_model_args, header, hf_config, interleaved, resolve_model_args, same_weights_pair, timed  # noqa: E402
+from model import generate  # noqa: E402  (harness put the repository root on sys.path)
 
 parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
 add_model_args(parser)

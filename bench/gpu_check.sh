@@ -97,7 +97,7 @@ for dtype in $AUTOCAST float16; do
         --save_interval 2 --out_dir $S/ppo
 done
 check export "Hugging Face folder of ppo-torchrun" " -> " \
-    python model.py --export $OUT/torchrun/ppo/model.pt $OUT/hf
+    python export.py $OUT/torchrun/ppo/model.pt $OUT/hf
 
 # exact resume: the same fp16 SFT run twice under torchrun --max-restarts=1, the second with its
 # rank killed in step 5 (last.pt is step 3's): the restart must end on the same weights

@@ -39,8 +39,8 @@ import warnings
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import (add_model_args, header, hf_config, ms_summary, offline_tokenizer, profile_top, quiet_trainer, random_ids,  # noqa: E402
-                    resolve_model_args, same_weights_pair, scratch_dir, sync, trainer_interleave)
+from harness import (add_model_args, header, hf_config, ms_summary, offline_tokenizer, profile_top, quiet_trainer, random_ids,  # noqa: E402
+                     resolve_model_args, same_weights_pair, scratch_dir, sync, trainer_interleave)
 
 parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
 add_model_args(parser)
@@ -68,7 +68,7 @@ transformers.utils.logging.disable_progress_bar()
 import trl.experimental.ppo.ppo_trainer as trl_ppo  # noqa: E402
 from trl.experimental.ppo import PPOConfig, PPOTrainer  # noqa: E402
 
-import ppo  # noqa: E402  (the repository's ppo.py: common put the root first on sys.path)
+import ppo  # noqa: E402  (the repository's ppo.py: harness put the root first on sys.path)
 from model import generate, scalar_head_model  # noqa: E402
 
 header(args, ["transformers", "trl", "accelerate", "datasets"])

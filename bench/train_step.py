@@ -35,8 +35,8 @@ import warnings
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import (add_model_args, header, hf_config, ms_summary, offline_tokenizer, profile_top, quiet_trainer, random_ids,  # noqa: E402
-                    resolve_model_args, same_weights_pair, scratch_dir, trainer_interleave)
+from harness import (add_model_args, header, hf_config, ms_summary, offline_tokenizer, profile_top, quiet_trainer, random_ids,  # noqa: E402
+                     resolve_model_args, same_weights_pair, scratch_dir, trainer_interleave)
 
 parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
 add_model_args(parser)
@@ -66,9 +66,10 @@ transformers.utils.logging.set_verbosity_error()
 transformers.utils.logging.disable_progress_bar()
 from trl import RewardConfig, RewardTrainer, SFTConfig, SFTTrainer  # noqa: E402
 
-import reward  # noqa: E402  (the repository's reward.py and sft.py: common put the root on sys.path)
+import reward  # noqa: E402  (the repository's reward.py and sft.py: harness put the root on sys.path)
 import sft  # noqa: E402
-from model import check_finite, cosine_lr, optimizer_step, scalar_head_model  # noqa: E402
+from common import check_finite, cosine_lr, optimizer_step
+from model import scalar_head_model  # noqa: E402
 
 header(args, ["transformers", "trl", "accelerate", "datasets"])
 P, C, V = args.prompt_len, args.response_len, args.vocab_size

@@ -21,8 +21,8 @@ import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-from model import (duration, get_tokenizer, load_checkpoint, model_from_checkpoint,  # noqa: E402
-                   read_jsonl, sample_texts, write_jsonl)
+from common import duration, read_jsonl, write_jsonl
+from model import get_tokenizer, load_checkpoint, model_from_checkpoint, sample_texts
 from data.labelers import HELDOUT_LABELERS, TRAIN_LABELERS, distinct_completions, rank  # noqa: E402
 
 parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)

@@ -22,7 +22,8 @@ import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-from model import get_tokenizer, load_checkpoint, model_from_checkpoint, read_jsonl, sample_texts  # noqa: E402
+from common import read_jsonl
+from model import get_tokenizer, load_checkpoint, model_from_checkpoint, sample_texts  # noqa: E402
 from data.labelers import TRAIN_LABELERS, distinct_completions, rank  # noqa: E402
 
 parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)

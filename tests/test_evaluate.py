@@ -218,7 +218,7 @@ def test_chat_reads_instructions_from_stdin_until_an_empty_line_or_eof(talkers, 
 
 def write_logs(folder):
     """log.jsonl of a ppo.py run, a PPO-ptx one, an sft.py and a reward.py run, through run_log."""
-    from model import run_log
+    from common import run_log
     for run in ("ppo", "ppo-ptx"):
         log = run_log(str(folder / run), True, key="iter", total=5)
         for i in range(1, 6):

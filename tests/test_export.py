@@ -1,5 +1,5 @@
 """
-python model.py --export: our checkpoints as Hugging Face GPT-2 folders, written without
+python export.py: our checkpoints as Hugging Face GPT-2 folders, written without
 transformers; transformers loads them and computes what ours do (logits, greedy samples, rewards),
 and its tokenizer encodes as ours.
 
@@ -11,9 +11,10 @@ import random
 import pytest
 import torch
 
-import model
+from common import rewards_at_last_token
+from export import export_tokenizer, main as export_main
 from model import (GPT, GPTConfig, from_pretrained, generate, get_tokenizer, left_pad,
-                   rewards_at_last_token, save_checkpoint, scalar_head_model)
+                   save_checkpoint, scalar_head_model)
 
 transformers = pytest.importorskip("transformers")
 
@@ -27,7 +28,7 @@ def tiny(vocab_size):
 def export(tmp_path, net, tokenizer):
     ckpt, folder = str(tmp_path / "model.pt"), str(tmp_path / "hf")
     save_checkpoint(ckpt, net, tokenizer=tokenizer)
-    model.main(["--export", ckpt, folder])  # the command line's path
+    export_main([ckpt, folder])  # the command line's path
     return folder
 
 
@@ -104,7 +105,7 @@ def strings():
 @pytest.mark.parametrize("tokenizer", ["gpt2-2048", "gpt2-world", "gpt2"])
 def test_tokenizer_encodes_as_ours(tmp_path, tokenizer):
     enc = get_tokenizer(tokenizer)
-    model.export_tokenizer(tokenizer, str(tmp_path), 64)
+    export_tokenizer(tokenizer, str(tmp_path), 64)
     theirs = transformers.AutoTokenizer.from_pretrained(str(tmp_path))
     assert len(theirs) == enc.n_vocab and theirs.eos_token_id == enc.eot_token
     texts = strings()

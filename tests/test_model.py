@@ -9,8 +9,9 @@ import os
 import pytest
 import torch
 
-from model import (GPT, GPTConfig, from_pretrained, generate, get_tokenizer, load_checkpoint, left_pad,
-                   model_from_checkpoint, save_checkpoint, scalar_head_model, token_logprobs)
+from model import (GPT, GPTConfig, from_pretrained, generate, get_tokenizer, left_pad,
+                   load_checkpoint, model_from_checkpoint, save_checkpoint, scalar_head_model,
+                   token_logprobs)
 
 TINY = GPTConfig(block_size=64, vocab_size=300, n_layer=2, n_head=2, n_embd=32)
 
@@ -237,18 +238,3 @@ def test_checkpoint_roundtrip_and_crash_mid_write(tmp_path, monkeypatch):
 def test_missing_checkpoint_is_one_line_error(tmp_path):
     with pytest.raises(SystemExit, match="not found"):
         load_checkpoint(str(tmp_path / "nope.pt"))
-
-
-def test_progress_line_says_where_and_time_left(tmp_path, monkeypatch, capsys):
-    import types
-    import model
-    clock = iter([100.0, 130.0, 190.0])  # run_log starts at 100 s, logs step 13 at 130, 16 at 190
-    monkeypatch.setattr(model, "time", types.SimpleNamespace(time=lambda: next(clock)))
-    log = model.run_log(str(tmp_path), True, resumed_at=10, total=40)  # its pace from step 10 on
-    log({"step": 13, "loss": 2.5})
-    log({"step": 16, "loss": 2.0})
-    # 30 s for 3 steps: 27 steps left take 270 s; then 90 s for 6 steps: 24 left take 360 s
-    lines = capsys.readouterr().out.split("\n")
-    assert lines[:2] == ["step 13/40 | eta 4m30s | loss 2.5", "step 16/40 | eta 6m00s | loss 2"]
-    shown = [model.duration(s) for s in (59.4, 60, 3599, 7500)]
-    assert shown == ["59s", "1m00s", "59m59s", "2h05m"]

@@ -18,8 +18,9 @@ import torch.multiprocessing as mp
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 import ppo
-from model import (GPT, GPTConfig, compute_cleanup, generate, get_tokenizer, load_checkpoint, model_from_checkpoint, save_checkpoint,
-                   scalar_head_model, write_jsonl)
+from common import compute_cleanup, write_jsonl
+from model import (GPT, GPTConfig, generate, get_tokenizer, load_checkpoint, model_from_checkpoint,
+                   save_checkpoint, scalar_head_model)
 
 ROOT = os.path.join(os.path.dirname(__file__), "..")
 
@@ -209,7 +210,8 @@ def test_right_align_by_hand():
 def test_rollout_scores_equal_left_padded_forward(world):
     """score_rollouts reads right-aligned rows without a mask: the same log-probs, values and scores as the
     left-padded rows with their attention mask and positions (PPO-DETAILS 7)."""
-    from model import rewards_at_last_token, token_logprobs
+    from common import rewards_at_last_token
+    from model import token_logprobs
     enc = get_tokenizer("gpt2-300")
     args = ppo.parser.parse_args(["--max_new_tokens", "12", "--temperature", "0.7"])
     policy = model_from_checkpoint(load_checkpoint(world["policy"]), dropout=0.0)

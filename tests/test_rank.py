@@ -18,7 +18,8 @@ import torch
 
 import reward
 from data.labelers import TRAIN_LABELERS, rank
-from model import GPT, GPTConfig, get_tokenizer, load_checkpoint, save_checkpoint, write_jsonl
+from common import write_jsonl
+from model import GPT, GPTConfig, get_tokenizer, load_checkpoint, save_checkpoint
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -12,8 +12,8 @@ import sys
 import pytest
 import torch
 
-from model import (GPT, GPTConfig, elastic_resume, load_checkpoint, rng_state,
-                   save_checkpoint, set_rng_state)
+from common import elastic_resume, rng_state, set_rng_state
+from model import GPT, GPTConfig, load_checkpoint, save_checkpoint
 from test_ppo import argv as ppo_argv, world  # noqa: F401  (the tiny PPO world fixture)
 from test_sft import TINY, demos  # noqa: F401  (the demonstrations fixture)
 

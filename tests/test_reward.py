@@ -12,7 +12,8 @@ import pytest
 import torch
 
 import reward
-from model import GPT, GPTConfig, get_tokenizer, load_checkpoint, save_checkpoint, write_jsonl
+from common import write_jsonl
+from model import GPT, GPTConfig, get_tokenizer, load_checkpoint, save_checkpoint
 
 
 def softplus(x):

@@ -4,7 +4,7 @@ it the same way: the model presets and their flags, the machine/version header, 
 built twice (Hugging Face's and ours, same weights), an offline tokenizer for TRL, and interleaved
 timing (A B A B ..., medians) so that a busy spell of a shared machine hits both sides alike.
 
-    from common import add_model_args, resolve_model_args, header, hf_config, same_weights_pair, interleaved
+    from harness import add_model_args, resolve_model_args, header, hf_config, same_weights_pair, interleaved
 """
 import os
 import platform

@@ -224,12 +224,13 @@ def main(argv=None):
     log = run_log(args.out_dir, master, step if args.resume else None, total=max_steps)
     saved = step if args.resume else None  # this run's last.pt, named if the loss turns NaN
 
-    def validate():
+    def validate(logged=True):
         record = {"step": step}
         record["val_loss"], record["val_acc"] = evaluate(val)
         if heldout:
             record["heldout_loss"], record["heldout_acc"] = evaluate(heldout)
-        log(record)
+        if logged:
+            log(record)
         return record
 
     final = validate() if step == 0 else None
@@ -287,8 +288,8 @@ def main(argv=None):
     with torch.no_grad():
         raw_model.score.bias += shift  # r ← r + shift: stored in the head, so every user of the RM sees the normalised score
     demo_r, sample_r = score(demo_seqs), score(sample_seqs)
-    if final is None or final["step"] != step:  # a resumed run that had already finished; the metrics are shift-invariant
-        final = validate()
+    if final is None or final["step"] != step:  # a resumed run that had already finished: its log
+        final = validate(logged=False)  # has this row; the metrics are shift-invariant
     if any(val_categories):  # where the RM is right and where it guesses (the world's prompts carry their task type)
         final["by_category"] = {}
         for c in sorted(set(val_categories) - {None}):

@@ -197,6 +197,16 @@ def test_resume_equals_uninterrupted(world, monkeypatch):
     assert log_rows(world["out"]) == log_rows(world["out"] + "-a")
 
 
+
+def test_resuming_a_finished_run_logs_no_row_again(world):
+    """A --resume of a run that had already finished trains no step: it normalises and saves again,
+    and log.jsonl keeps the finished run's rows, its last validation once."""
+    run(world, "--max_steps", "2")
+    rows = log_rows(world["out"])
+    final = run(world, "--max_steps", "2", "--resume")
+    assert final["step"] == 2 and "val_acc" in final
+    assert log_rows(world["out"]) == rows
+
 def log_rows(out_dir):
     """(step, what was logged) of each log.jsonl row."""
     with open(os.path.join(out_dir, "log.jsonl")) as f:

@@ -186,7 +186,8 @@ def optimizer_step(model, optimizer, scaler=None, grad_clip=0.0):
 
 
 def check_finite(value, step, out_dir, saved=None):
-    """A NaN or inf loss stops the run before it reaches a checkpoint. saved: the step of this run's
+    """A NaN or inf loss stops the run before it reaches a checkpoint. step: the failing step (or
+    PPO iteration), counted from 1 as in the progress lines and log.jsonl. saved: the step of this run's
     out_dir/last.pt (resumed from or written), None before its first; a last.pt there then is an
     earlier run's, no good state of this one, so the message names it only when saved is set."""
     if not math.isfinite(value):

@@ -253,7 +253,7 @@ def main(argv=None):
             loss_sum += loss.item()
             acc += torch.stack([correct, pairs]).float().cpu()
             seen += sum(len(r) for r in batch)
-        check_finite(loss_sum, step, args.out_dir, saved)
+        check_finite(loss_sum, step + 1, args.out_dir, saved)  # the step that failed, from 1
         optimizer_step(model, optimizer, scaler, args.grad_clip)
         step += 1
         if step % args.log_interval == 0 or step == max_steps:

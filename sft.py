@@ -246,7 +246,7 @@ def main(argv=None):
             (scaler.scale(loss) if scaler else loss).backward()
             loss_sum += loss.item() / world_size
             tokens_seen += sum(len(ids) - 1 for ids, _ in part)  # real tokens, not padding
-        check_finite(loss_sum, step, args.out_dir, saved)
+        check_finite(loss_sum, step + 1, args.out_dir, saved)  # the step that failed, from 1
         optimizer_step(model, optimizer, scaler, args.grad_clip)
         step += 1
         if ddp:  # the logged loss is the global batch's

@@ -104,9 +104,9 @@ check export "Hugging Face folder of ppo-torchrun" " -> " \
 RESUME="sft.py --init $OUT/fp16/base/model.pt $RUN --dtype float16 --train $D/demos.jsonl
         --val $D/demos.jsonl --batch_size 8 --max_steps 6 --eval_interval 3 --dropout 0.1"
 check resume-straight "fp16, torchrun $BACKEND, uninterrupted" "^step 6.*\| loss " \
-    $TORCHRUN --max-restarts=1 bench/kill_rank.py -1 4 $RESUME --out_dir $OUT/resume-a
+    $TORCHRUN --max-restarts=1 bench/kill_rank.py -1 5 $RESUME --out_dir $OUT/resume-a
 check resume-killed "fp16, rank killed in step 5" "^step 6.*\| loss " \
-    $TORCHRUN --max-restarts=1 bench/kill_rank.py 0 4 $RESUME --out_dir $OUT/resume-b
+    $TORCHRUN --max-restarts=1 bench/kill_rank.py 0 5 $RESUME --out_dir $OUT/resume-b
 check resume-equal "restarted vs uninterrupted" "weights" python -c "
 import sys, torch
 a, b = (torch.load(f'$OUT/resume-{r}/last.pt', map_location='cpu', weights_only=True) for r in 'ab')

@@ -1,10 +1,10 @@
 """
 A stage (sft.py, reward.py or ppo.py) with a dead rank: on torchrun's first attempt, rank RANK is
-killed (SIGKILL: no cleanup, as when a machine is lost) when the stage reaches step STEP (ppo.py:
-iteration). Under torchrun --max-restarts the job then restarts and must resume from its last.pt.
-RANK -1 kills nobody: the same run, uninterrupted, to compare with. Deterministic algorithms are on
-in both, so that on a GPU too the two runs can agree bitwise. Used by tests/test_restart.py and
-bench/gpu_check.sh; no stage has a flag for it.
+killed (SIGKILL: no cleanup, as when a machine is lost) in step STEP, counted from 1 as logged
+(ppo.py: iteration), before its update. Under torchrun --max-restarts the job then restarts and
+must resume from its last.pt. RANK -1 kills nobody: the same run, uninterrupted, to compare with.
+Deterministic algorithms are on in both, so that on a GPU too the two runs can agree bitwise. Used
+by tests/test_restart.py and bench/gpu_check.sh; no stage has a flag for it.
 
     torchrun --standalone --nproc_per_node=2 --max-restarts=1 bench/kill_rank.py 1 3 sft.py ...
 """

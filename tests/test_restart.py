@@ -104,7 +104,7 @@ def test_sft_restarts_after_a_dead_rank(tmp_path, demos):
     # dropout on: the RNG state must resume too
     args = TINY + ["--train", train, "--val", val, "--batch_size", "8", "--micro_batch_size", "2",
                    "--max_steps", "6", "--eval_interval", "2", "--dropout", "0.2"]
-    output = torchrun_pair("sft.py", args, out, kill_step=3)  # killed in step 4; last.pt: step 2
+    output = torchrun_pair("sft.py", args, out, kill_step=4)  # killed in step 4; last.pt: step 2
     assert "torchrun restart 1 of run" in output and "resumed from" in output
     assert "at step 2" in output
     a, b = (load_checkpoint(os.path.join(out + s, "last.pt")) for s in ("-a", "-b"))

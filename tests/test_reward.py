@@ -224,6 +224,7 @@ def test_nan_stop_names_the_last_good_checkpoint(world, monkeypatch):
     with pytest.raises(SystemExit) as e:
         run(world, "--max_steps", "4", "--resume")
     assert f"{world['out']}/last.pt still holds the last good state, step 2" in str(e.value)
+    assert str(e.value).startswith("error: loss is nan at step 3:")  # counted from 1, as logged
     with pytest.raises(SystemExit) as e:  # a fresh run: the last.pt there is the earlier run's
         run(world, "--max_steps", "4")
     assert "still holds" not in str(e.value) and "no checkpoint of this run yet" in str(e.value)

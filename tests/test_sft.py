@@ -126,6 +126,8 @@ def test_nan_stop_names_the_last_good_checkpoint(tmp_path, demos, monkeypatch):
     with pytest.raises(SystemExit) as e:
         sft.main(common + ["--max_steps", "4", "--resume"])
     assert f"{tmp_path}/last.pt still holds the last good state, step 2" in str(e.value)
+    # steps count from 1, as in the progress lines and log.jsonl (and ppo.py's iterations)
+    assert str(e.value).startswith("error: loss is nan at step 3:")
     with pytest.raises(SystemExit) as e:  # a fresh run: the last.pt there is the earlier run's
         sft.main(common + ["--max_steps", "4"])
     assert "still holds" not in str(e.value) and "no checkpoint of this run yet" in str(e.value)

@@ -21,13 +21,26 @@ from model import left_pad, load_checkpoint
 # Configuration and data files
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """--help lists each flag's default, except where its help already says what the default is ('[default: ...]')."""
+    """--help lists each flag's default, except where its help already says what the default is
+    ('[default: ...]'). Every script's one formatter."""
     def _get_help_string(self, action):
-        return action.help if "[default:" in (action.help or "") else super()._get_help_string(action)
+        if "[default:" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
+def add_compute_args(parser, compile=True):
+    """The flags of compute_init, the same in every training stage: --device, --dtype, --compile."""
+    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (auto: cuda if available)")
+    parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
+                        help="autocast precision (auto: bf16, else fp16 on GPUs; fp32 on CPU)")
+    if compile:
+        parser.add_argument("--compile", action="store_true", help="torch.compile the model")
 
 
 def write_jsonl(path, records):
-    """One JSON object per line, written to a temp file and renamed, so a crash never leaves half a file."""
+    """One JSON object per line, written to a temp file and renamed, so a crash never leaves half a
+    file."""
     path = str(path)
     with open(path + ".tmp", "w") as f:
         for r in records:
@@ -39,7 +52,8 @@ def write_jsonl(path, records):
 def read_jsonl(path, required):
     """Records of a JSONL file; a malformed line stops with the file, the line and what is wrong."""
     if not os.path.isfile(path):
-        raise SystemExit(f"error: data file {path} not found (for the default world run `python data/world.py` first)")
+        raise SystemExit(f"error: data file {path} not found (for the default world run "
+                         "`python data/world.py` first)")
     records = []
     with open(path, encoding="utf-8") as f:
         for n, line in enumerate(f, 1):
@@ -50,10 +64,12 @@ def read_jsonl(path, required):
             except json.JSONDecodeError as e:
                 raise SystemExit(f"error: {path}:{n}: not valid JSON ({e.msg} at column {e.colno})")
             if not isinstance(record, dict):
-                raise SystemExit(f"error: {path}:{n}: expected a JSON object, got {type(record).__name__}")
+                raise SystemExit(f"error: {path}:{n}: expected a JSON object, got "
+                                 f"{type(record).__name__}")
             for key in required:
                 if not isinstance(record.get(key), str):
-                    raise SystemExit(f"error: {path}:{n}: missing string field '{key}' (expected keys: {', '.join(required)})")
+                    raise SystemExit(f"error: {path}:{n}: missing string field '{key}' "
+                                     f"(expected keys: {', '.join(required)})")
             record["_where"] = f"{path}:{n}"
             records.append(record)
     if not records:
@@ -62,11 +78,13 @@ def read_jsonl(path, required):
 
 
 def read_documents(path):
-    """Pretraining text: a .jsonl of {"text": ...} documents, or any other file with one document per line."""
+    """Pretraining text: a .jsonl of {"text": ...} documents, or any other file with one document
+    per line."""
     if path.endswith(".jsonl"):
         return [r["text"] for r in read_jsonl(path, ["text"])]
     if not os.path.isfile(path):
-        raise SystemExit(f"error: text file {path} not found (for the default world run `python data/world.py` first)")
+        raise SystemExit(f"error: text file {path} not found (for the default world run "
+                         "`python data/world.py` first)")
     with open(path, encoding="utf-8") as f:
         docs = [line.rstrip("\n") for line in f if line.strip()]
     if not docs:
@@ -79,11 +97,13 @@ def read_documents(path):
 
 def compute_init(device="auto", dtype="auto"):
     """Device, DDP and precision in one place. Under torchrun (RANK set) each process takes one
-    GPU (NCCL) or CPU (gloo). Returns ddp, rank, world_size, device, autocast context, GradScaler-or-None."""
+    GPU (NCCL) or CPU (gloo). Returns ddp, rank, world_size, device, the autocast context, and a
+    GradScaler (fp16) or None."""
     from contextlib import nullcontext
     import torch.distributed as dist
     ddp = "RANK" in os.environ
-    rank, world_size, local_rank = (int(os.environ.get(k, d)) for k, d in (("RANK", 0), ("WORLD_SIZE", 1), ("LOCAL_RANK", 0)))
+    rank, world_size, local_rank = (int(os.environ.get(k, d))
+                                    for k, d in (("RANK", 0), ("WORLD_SIZE", 1), ("LOCAL_RANK", 0)))
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if ddp:
@@ -105,9 +125,9 @@ def compute_init(device="auto", dtype="auto"):
         torch.backends.cudnn.allow_tf32 = True
     device_type = "cuda" if device.startswith("cuda") else "cpu"
     if dtype == "auto":
-        dtype = ("bfloat16" if torch.cuda.is_bf16_supported() else "float16") if device_type == "cuda" else "float32"
+        dtype = "float32" if device_type == "cpu" else "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
     ptdtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
-    ctx = nullcontext() if ptdtype == torch.float32 else torch.autocast(device_type=device_type, dtype=ptdtype)
+    ctx = nullcontext() if ptdtype == torch.float32 else torch.autocast(device_type, dtype=ptdtype)
     scaler = torch.amp.GradScaler(device_type) if ptdtype == torch.float16 else None
     return ddp, rank, world_size, device, ctx, scaler
 
@@ -116,6 +136,16 @@ def print0(*args, **kwargs):
     """print, flushed, on the master process only (RANK 0, or no torchrun)."""
     if int(os.environ.get("RANK", 0)) == 0:
         print(*args, **kwargs, flush=True)
+
+
+def stage_init(args):
+    """The start of every training stage: compute_init(args.device, args.dtype), whether this run
+    continues out_dir/last.pt (--resume, or a torchrun restart: elastic_resume; args.resume says
+    so from here on), and the seed of torch's global RNG (dropout). Returns compute_init's tuple."""
+    ddp, rank, world_size, device, ctx, scaler = compute_init(args.device, args.dtype)
+    args.resume = elastic_resume(args.out_dir, args.resume)
+    torch.manual_seed(args.seed)
+    return ddp, rank, world_size, device, ctx, scaler
 
 
 def compute_cleanup():
@@ -132,7 +162,8 @@ def compute_cleanup():
 
 
 # Dense bf16/fp16 tensor-core peaks, for MFU; anything else reports no MFU.
-PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12, "A10": 125e12, "4090": 165e12, "V100": 125e12}
+PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12, "A10": 125e12,
+              "4090": 165e12, "V100": 125e12}
 
 
 def peak_flops(device):
@@ -146,7 +177,8 @@ def peak_flops(device):
 # Training
 
 def cosine_lr(step, lr, warmup_steps, max_steps, min_lr_ratio):
-    """Linear warm-up, then cosine decay to lr * min_lr_ratio (paper §3.5: cosine learning-rate decay)."""
+    """Linear warm-up, then cosine decay to lr * min_lr_ratio (paper §3.5: cosine learning-rate
+    decay)."""
     if step < warmup_steps:
         return lr * (step + 1) / warmup_steps
     progress = min(1.0, (step - warmup_steps) / max(1, max_steps - warmup_steps))
@@ -155,41 +187,62 @@ def cosine_lr(step, lr, warmup_steps, max_steps, min_lr_ratio):
 
 def epoch_batch(items, step, batch_size, seed):
     """The global batch of optimizer step `step`: epochs of a fresh permutation each, a fixed function
-    of (seed, epoch, step), so a resumed run sees exactly the batches an uninterrupted one would."""
+    of (seed, epoch, step), so a resumed run sees exactly the batches an uninterrupted one would.
+    sft.py and reward.py order their data so; ppo.py draws its own streams (ppo.batch_indices, whose
+    batches run across passes). The two stay apart: one order for both would change the data every
+    default result was measured on."""
     epoch, i = divmod(step, len(items) // batch_size)
     order = torch.randperm(len(items), generator=torch.Generator().manual_seed(seed + epoch))
     return [items[j] for j in order[i * batch_size:(i + 1) * batch_size].tolist()]
 
 
 def wrap_for_training(model, device, compile=False, ddp=False):
-    """torch.compile and/or DDP around a model; keep the unwrapped one for checkpoints and evaluation."""
+    """torch.compile and/or DDP around a model; keep the unwrapped one for checkpoints and
+    evaluation."""
     if compile:
         model = torch.compile(model)
     if ddp:
         from torch.nn.parallel import DistributedDataParallel
-        model = DistributedDataParallel(model, device_ids=[torch.device(device).index] if str(device).startswith("cuda") else None)
+        ids = [torch.device(device).index] if str(device).startswith("cuda") else None
+        model = DistributedDataParallel(model, device_ids=ids)
     return model
 
 
-def optimizer_step(model, optimizer, scaler=None, grad_clip=0.0):
-    """Unscale (fp16), clip the gradient norm, step, zero the gradients."""
+def optimizer_step(models, optimizers, scaler=None, grad_clip=0.0):
+    """One optimizer step of one network or several (ppo.py: the policy and the value function,
+    each with its own optimizer): unscale (fp16), clip each network's gradient norm, step each
+    optimizer and zero its gradients, then one GradScaler update."""
+    if not isinstance(models, (list, tuple)):
+        models, optimizers = [models], [optimizers]
+    for model, optimizer in zip(models, optimizers):
+        if scaler:
+            scaler.unscale_(optimizer)
+        if grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    for optimizer in optimizers:
+        scaler.step(optimizer) if scaler else optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
     if scaler:
-        scaler.unscale_(optimizer)
-    if grad_clip > 0:
-        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-    if scaler:
-        scaler.step(optimizer)
         scaler.update()
-    else:
-        optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
+
+
+def micro_batches(batch_size, micro_batch_size, world_size):
+    """A global batch over processes and micro-batches, checked before anything runs:
+    (examples per process, examples per forward pass, gradient-accumulation steps)."""
+    assert batch_size % world_size == 0, \
+        f"--batch_size {batch_size} must be a multiple of the {world_size} processes"
+    per_rank = batch_size // world_size
+    micro = min(micro_batch_size, per_rank)
+    assert per_rank % micro == 0, \
+        f"--batch_size/processes = {per_rank} must be a multiple of --micro_batch_size {micro}"
+    return per_rank, micro, per_rank // micro
 
 
 def check_finite(value, step, out_dir, saved=None):
     """A NaN or inf loss stops the run before it reaches a checkpoint. step: the failing step (or
-    PPO iteration), counted from 1 as in the progress lines and log.jsonl. saved: the step of this run's
-    out_dir/last.pt (resumed from or written), None before its first; a last.pt there then is an
-    earlier run's, no good state of this one, so the message names it only when saved is set."""
+    PPO iteration), counted from 1 as in the progress lines and log.jsonl. saved: the step of this
+    run's out_dir/last.pt (resumed from or written), None before its first; a last.pt there then is
+    an earlier run's, no good state of this one, so the message names it only when saved is set."""
     if not math.isfinite(value):
         where = (f"{out_dir}/last.pt still holds the last good state, step {saved} "
                  "(--resume continues from it)" if saved is not None
@@ -310,17 +363,21 @@ def run_log(out_dir, master, resumed_at=None, key="step", total=None):
 # Reading a reward model
 
 def load_reward_model(path, tokenizer, policy_path, device="cpu"):
-    """A reward-model checkpoint (scalar head) that can score the policy of policy_path, whose tokenizer it must share."""
+    """A reward-model checkpoint (scalar head) that can score the policy of policy_path, whose
+    tokenizer it must share."""
     ckpt = load_checkpoint(path, device)
     if ckpt["model_config"].get("head") != "scalar":
-        raise SystemExit(f"error: {path} is a language model checkpoint (LM head); --rm needs a reward model (python reward.py)")
+        raise SystemExit(f"error: {path} is not a reward model but a language model checkpoint (LM head); "
+                         "--rm needs a reward model (python reward.py)")
     if ckpt.get("tokenizer") != tokenizer:
-        raise SystemExit(f"error: {path} uses tokenizer {ckpt.get('tokenizer')} but {policy_path} uses {tokenizer}")
+        raise SystemExit(f"error: {path} uses tokenizer {ckpt.get('tokenizer')} but {policy_path} "
+                         f"uses {tokenizer}")
     return ckpt
 
 
 def last_token_index(mask):
-    """(B, T) mask -> (B,) index of each row's last real token (the <|endoftext|> of a finished response)."""
+    """(B, T) mask -> (B,) index of each row's last real token (the <|endoftext|> of a finished
+    response)."""
     return mask.long().cumsum(1).argmax(1)
 
 

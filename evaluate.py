@@ -2,24 +2,43 @@
 Evaluation (paper §3.6 and §4): how often held-out labelers prefer each policy's response to the
 SFT model's on test prompts from held-out users (Figure 1), the 1–7 quality score, the metadata of
 Figure 4 (fails to follow, violates a constraint, hallucinates, inappropriate), truthfulness, the
-"alignment tax" on the pretraining distribution (§4.2), and the KL of each policy from SFT. On real data,
-which has no simulated labelers, a reward model judges instead (--judge rm): win rate and mean RM score.
+"alignment tax" on the pretraining distribution (§4.2), and the KL of each policy from SFT. On real
+data, which has no simulated labelers, a reward model judges instead (--judge rm): win rate and
+mean RM score.
 
-    python evaluate.py                               # every policy of the default pipeline found under out/
-    python evaluate.py --seed 7                      # another draw of the labelers' noise and of the samples
+    python evaluate.py                        # every policy of the default pipeline found under out/
+    python evaluate.py --seed 7               # another draw of the labelers' noise and of the samples
     python evaluate.py --policy PPO-beta0.1=out/ppo-b01/model.pt   # add any checkpoint as a row
-    python evaluate.py --judge rm --rm out/hh-rm-judge/model.pt --test_prompts data/hh_rlhf/test_prompts.jsonl \
-        --base gpt2 --sft out/hh-sft/model.pt --ppo '' --ppo_ptx out/hh-ppo-ptx/model.pt \
-        --corpus_val '' --nlp_task '' --max_new_tokens 128 --device cuda --out_dir out/hh-eval   # real data: data/README.md
-    python evaluate.py --curve out/ppo --curve out/ppo-ptx --out_dir out/curve   # over-optimization along each PPO run
-    python evaluate.py --size out/sizes/xs --size out/sizes/s --out_dir out/eval-sizes   # Figure 1 over model sizes (data/sizes.sh)
-    python evaluate.py --prompt "Write a sentence about Mira."   # every policy's answer and its RM score
-    python evaluate.py --chat                        # the same for each instruction typed; an empty line ends
+    python evaluate.py --judge rm --rm out/hh-rm-judge/model.pt \
+        --test_prompts data/hh_rlhf/test_prompts.jsonl --base gpt2 --sft out/hh-sft/model.pt \
+        --ppo '' --ppo_ptx out/hh-ppo-ptx/model.pt --corpus_val '' --nlp_task '' \
+        --max_new_tokens 128 --device cuda --out_dir out/hh-eval       # real data: data/README.md
+    python evaluate.py --curve out/ppo --curve out/ppo-ptx --out_dir out/curve   # over-optimization
+    python evaluate.py --size out/sizes/xs --size out/sizes/s --out_dir out/eval-sizes   # Figure 1 by size
+    python evaluate.py --prompt "Write a sentence about Mira."   # every policy's answer, its RM score
+    python evaluate.py --chat                 # the same for each instruction typed; an empty line ends
     python evaluate.py --curves out/sft out/rm out/ppo out/ppo-ptx   # training curves of each log.jsonl
 
-Writes <out_dir>/results.md (the table, also printed), results.json (every number) and, when
-matplotlib is installed (requirements-dev.txt), figure1.png. With --curve: curve.md, curve.json and curve.png instead.
-With --curves: curves.png, or without matplotlib a text table of each run.
+Writes <out_dir>/results.md (the table, also printed), results.json (every number), samples.md
+(--show) and, when matplotlib is installed (requirements-dev.txt), figure1.png. With --curve:
+curve.md, curve.json and curve.png instead; with --curves: curves.png, or without matplotlib a
+text table of each run.
+
+Modes, and why:
+- --judge rm: judging PPO with the RM it was trained against overstates its gains (PPO optimised
+  that RM, its errors included); prefer a second RM trained on a disjoint split of the
+  comparisons. A response that never emits <|endoftext|> scores --missing_eot_penalty, as in
+  ppo.py.
+- --base is the 'GPT' row and, with the labelers' few-shot prefix, the 'GPT-prompted' row; '' or
+  a missing checkpoint leaves a row out (never SFT's, the baseline of every win rate).
+- --size DIR: a folder with base/, sft/, ppo/ and ppo-ptx/ runs of one model size (bash
+  data/sizes.sh); its rows are named METHOD@<folder name>, judged against --sft like the others.
+- --curve RUN_DIR (Gao et al. 2022): at --sft (iteration 0) and each RUN_DIR/iter<N>.pt, the KL
+  from SFT, the proxy score (the run's own RM: the --rm in RUN_DIR/model.pt's saved args, as
+  iter<N>.pt records none; else this --rm, else out/rm/model.pt) and the judge's win rate.
+- --curves RUN_DIR...: the training curves in each log.jsonl of sft.py, reward.py or ppo.py.
+- --prompt / --chat wrap a bare instruction in --template (the world's 'Instruction: {}\\nResponse:'
+  by default; '' sends it as typed) and print every policy's answer with the RM's score.
 """
 import argparse
 import json
@@ -27,7 +46,6 @@ import math
 import os
 import random
 import re
-import sys
 import time
 
 import torch
@@ -37,57 +55,9 @@ from common import HelpFormatter, load_reward_model, read_documents, read_jsonl,
 from model import (GPT2_SIZES, from_pretrained, get_tokenizer, left_pad, load_checkpoint,
                    model_from_checkpoint, sample_responses, token_logprobs)
 
-parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter)
-parser.add_argument("--world", default="data/world", help="folder of the generated default world")
-parser.add_argument("--test_prompts", default=None, help="test prompts, from users held out of training; the labelers need the world's 'spec' of each task [default: <world>/test_prompts.jsonl]")
-parser.add_argument("--corpus_val", default=None, help="held-out pretraining text for the 'held-out corpus loss' column ('': no column) [default: <world>/corpus_val.txt]")
-parser.add_argument("--nlp_task", default=None, help="the public NLP task of the 'zero-shot QA acc' column ('': no column) [default: <world>/nlp_task.jsonl]")
-# the judge
-parser.add_argument("--judge", choices=["labelers", "rm"], default="labelers", help="who compares responses: the default world's simulated labelers, or a reward model (--rm; real data has no labelers)")
-parser.add_argument("--rm", default=None, help="with --judge rm: the reward model that judges (scalar head, the SFT's tokenizer). Judging PPO with the RM it was trained against overstates its gains (PPO optimised that RM, its errors included): prefer a second RM trained on a disjoint split of the comparisons. With --curve: the proxy RM of a run whose model.pt names none; "
-                    "with --prompt or --chat: the RM that scores the answers "
-                    "[default: out/rm/model.pt]")
-parser.add_argument("--missing_eot_penalty", type=float, default=-1.0, help="with --judge rm: the score, instead of the RM's, of a response that never emits <|endoftext|> within --max_new_tokens (as ppo.py); with --curve, also the proxy's, for a run whose model.pt records none")
-# the policies
-parser.add_argument("--base", default="out/base/model.pt", help="the pretrained base: the 'GPT' row, and with the labelers' few-shot prefix the 'GPT-prompted' row; a .pt checkpoint, or a GPT-2 name / Hugging Face folder ('': no row)")
-parser.add_argument("--sft", default="out/sft/model.pt", help="the SFT baseline every win rate is measured against")
-parser.add_argument("--ppo", default="out/ppo/model.pt", help="the PPO policy (skipped when missing)")
-parser.add_argument("--ppo_ptx", default="out/ppo-ptx/model.pt", help="the PPO-ptx policy (skipped when missing)")
-parser.add_argument("--policy", action="append", default=[], metavar="NAME=PATH", help="another policy to evaluate as a row (repeatable)")
-parser.add_argument("--size", action="append", default=[], metavar="DIR", help="another model size for Figure 1 (repeatable): a folder with base/, sft/, ppo/ and ppo-ptx/ "
-                    "runs of that size (bash data/sizes.sh); its rows are named METHOD@<folder name> and judged against --sft like the others")
-parser.add_argument("--curve", action="append", default=[], metavar="RUN_DIR",
-                    help="instead of the table, the over-optimization curve of a ppo.py run's "
-                    "checkpoints (repeatable; curve.md/json/png; not --curves): at --sft "
-                    "(iteration 0) and each RUN_DIR/iter<N>.pt, "
-                    "the KL from SFT, the proxy score (mean score by the run's own RM: the --rm in RUN_DIR/model.pt's saved args, as iter<N>.pt records none; else this --rm, else out/rm/model.pt) and the judge's win rate vs SFT")
-parser.add_argument("--curves", nargs="+", default=[], metavar="RUN_DIR",
-                    help="instead of the table, the training curves in each RUN_DIR/log.jsonl of "
-                    "sft.py, reward.py or ppo.py (curves.png; not --curve)")
-# talking to the models
-parser.add_argument("--prompt", action="append", default=[],
-                    help="instead of the table, every policy's answer to this instruction and its "
-                    "RM score (repeatable)")
-parser.add_argument("--chat", action="store_true",
-                    help="instead of the table, every policy's answer to each instruction typed, "
-                    "one a line, \\n a newline (an empty line or Ctrl-D ends)")
-parser.add_argument("--template", default=None,
-                    help="how --prompt and --chat wrap a bare instruction, \\n a newline "
-                    "('': as typed) [default: the world's, 'Instruction: {}\\nResponse:']")
-# sampling and output
-parser.add_argument("--n_prompts", type=int, default=0, help="evaluate on the first N test prompts (0: all)")
-parser.add_argument("--max_new_tokens", type=int, default=48, help="response length limit")
-parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature of every policy")
-parser.add_argument("--seed", type=int, default=1234, help="seed of the samples and of the labelers' noise")
-parser.add_argument("--show", type=int, default=3, help="test prompts (one per task kind) printed with every policy's answer (samples.md)")
-parser.add_argument("--out_dir", default="out/eval",
-                    help="where results.md, results.json and figure1.png (with --curve: curve.md, "
-                    "curve.json, curve.png; with --curves: curves.png) go")
-parser.add_argument("--device", default="cpu", help="where the policies run")
-
 
 # -----------------------------------------------------------------------------
-# the statistics
+# The statistics
 
 def mean_ci(outcomes):
     """Mean and 95% confidence half-width (normal approximation) of per-prompt outcomes."""
@@ -98,15 +68,17 @@ def mean_ci(outcomes):
 
 
 def rm_winrate(scores, sft_scores):
-    """The RM judge's win rate of a policy against SFT, over prompts x: mean of 1[r(x, y) > r(x, y_SFT)] + ½·1[r(x, y) = r(x, y_SFT)],
-    with the 95% confidence half-width. A tie is in practice two responses that both got --missing_eot_penalty."""
+    """The RM judge's win rate of a policy against SFT, over prompts x:
+        mean of 1[r(x, y) > r(x, y_SFT)] + ½·1[r(x, y) = r(x, y_SFT)],
+    with the 95% confidence half-width. A tie is in practice two responses that both got
+    --missing_eot_penalty."""
     return mean_ci([1.0 if s > b else 0.5 if s == b else 0.0 for s, b in zip(scores, sft_scores)])
 
 
 @torch.no_grad()
 def sequence_logprobs(model, contexts, responses, device, temperature=1.0, batch_size=64):
-    """Σ_t log π(y_t | x, y_<t) of each response (token list, eot included when it ended) given its context, under the
-    distribution the responses were sampled from (logits / temperature)."""
+    """Σ_t log π(y_t | x, y_<t) of each response (token list, eot included when it ended) given its
+    context, under the distribution the responses were sampled from (logits / temperature)."""
     out = []
     for i in range(0, len(contexts), batch_size):
         seqs = [c + r for c, r in zip(contexts[i:i + batch_size], responses[i:i + batch_size])]
@@ -125,8 +97,8 @@ def corpus_loss(model, docs, eot, enc, device, block_size):
     for d in docs:
         stream += enc.encode_ordinary(d) + [eot]
     if len(stream) < block_size + 1:
-        raise SystemExit(f"error: the held-out text has {len(stream)} tokens, not one {block_size + 1}-token sequence: "
-                         "give --corpus_val more text, or '' to skip")
+        raise SystemExit(f"error: the held-out text has {len(stream)} tokens, not one {block_size + 1}-token "
+                         "sequence: give --corpus_val more text, or '' to skip")
     chunks = torch.tensor(stream[:len(stream) // (block_size + 1) * (block_size + 1)]).view(-1, block_size + 1)
     total, n = 0.0, 0
     for i in range(0, len(chunks), 16):
@@ -139,9 +111,11 @@ def corpus_loss(model, docs, eot, enc, device, block_size):
 
 @torch.no_grad()
 def zero_shot_accuracy(model, items, enc, device, max_new_tokens=12):
-    """A 'public NLP task' of the world, in the corpus's own phrasing: greedy answer contains the gold answer.
-    {"nlp_task_acc": all items, "nlp_task_acc_<skill>": the items of each skill (the world's: facts, reading)}."""
-    responses = sample_responses(model, [enc.encode_ordinary(it["prompt"]) for it in items], max_new_tokens, enc.eot_token, temperature=0)
+    """A 'public NLP task' of the world, in the corpus's own phrasing: the greedy answer contains the
+    gold answer. {"nlp_task_acc": all items, "nlp_task_acc_<skill>": the items of each skill (the
+    world's: facts, reading)}."""
+    prompts = [enc.encode_ordinary(it["prompt"]) for it in items]
+    responses = sample_responses(model, prompts, max_new_tokens, enc.eot_token, temperature=0)
     correct = {}
     for r, it in zip(responses, items):
         answer = enc.decode([t for t in r if t != enc.eot_token]).split("\n")[0]
@@ -151,15 +125,17 @@ def zero_shot_accuracy(model, items, enc, device, max_new_tokens=12):
 
 
 def labeler_verdicts(records, texts, ended, sft_texts, sft_ended, rng):
-    """The simulated labelers' numbers for one policy's responses: win rates against SFT's, the 1–7 score and the
-    metadata of Figure 4 (the default world only: the labelers read each prompt's 'spec')."""
+    """The simulated labelers' numbers for one policy's responses: win rates against SFT's, the 1–7
+    score and the metadata of Figure 4 (the default world only: the labelers read each prompt's
+    'spec')."""
     from data import labelers as L
     r = {}
     for view, group in (("heldout", L.HELDOUT_LABELERS), ("train", L.TRAIN_LABELERS)):
         outcomes = [L.compare(rng.choice(group), rec["spec"], t, s, rng, ended_a=e, ended_b=se)
                     for rec, t, e, s, se in zip(records, texts, ended, sft_texts, sft_ended)]
         r[f"winrate_{view}"], r[f"winrate_{view}_ci"] = mean_ci(outcomes)
-    r["likert"], r["likert_ci"] = mean_ci([L.score_1_to_7(rng.choice(L.HELDOUT_LABELERS), rec["spec"], t, rng, ended=e)
+    r["likert"], r["likert_ci"] = mean_ci([L.score_1_to_7(rng.choice(L.HELDOUT_LABELERS), rec["spec"], t, rng,
+                                                          ended=e)
                                            for rec, t, e in zip(records, texts, ended)])
     judged = [(rec["spec"], L.judge(rec["spec"], t, ended=e)) for rec, t, e in zip(records, texts, ended)]
 
@@ -175,43 +151,100 @@ def labeler_verdicts(records, texts, ended, sft_texts, sft_ended, rng):
     return r
 
 
-def load_policy(path, device):
-    """A policy row's model and metadata: our checkpoint (.pt, LM head), or a GPT-2 name / Hugging Face folder (the
-    'GPT' row on real data), as sft.py --init reads them."""
+# -----------------------------------------------------------------------------
+# Config
+
+parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter)
+parser.add_argument("--world", default="data/world", help="folder of the generated default world")
+parser.add_argument("--test_prompts", default=None, help="test prompts of held-out users, JSONL "
+                    "[default: <world>/test_prompts.jsonl]")
+parser.add_argument("--corpus_val", default=None, help="held-out pretraining text ('': no column) "
+                    "[default: <world>/corpus_val.txt]")
+parser.add_argument("--nlp_task", default=None, help="the zero-shot QA task ('': no column) "
+                    "[default: <world>/nlp_task.jsonl]")
+# the judge
+parser.add_argument("--judge", choices=["labelers", "rm"], default="labelers",
+                    help="who compares responses: the simulated labelers, or a reward model")
+parser.add_argument("--rm", default=None, help="the reward model of --judge rm, --curve, --prompt and --chat "
+                    "[default: out/rm/model.pt]")
+parser.add_argument("--missing_eot_penalty", type=float, default=-1.0, help="RM score of a response without eot")
+# the policies
+parser.add_argument("--base", default="out/base/model.pt", help="the base model: .pt, GPT-2 name or folder ('': none)")
+parser.add_argument("--sft", default="out/sft/model.pt", help="the SFT baseline of every win rate")
+parser.add_argument("--ppo", default="out/ppo/model.pt", help="the PPO policy ('': none)")
+parser.add_argument("--ppo_ptx", default="out/ppo-ptx/model.pt", help="the PPO-ptx policy ('': none)")
+parser.add_argument("--policy", action="append", default=[], metavar="NAME=PATH", help="another policy as a row")
+parser.add_argument("--size", action="append", default=[], metavar="DIR", help="another model size's runs")
+parser.add_argument("--curve", action="append", default=[], metavar="RUN_DIR",
+                    help="instead of the table: a ppo.py run's over-optimization curve")
+parser.add_argument("--curves", nargs="+", default=[], metavar="RUN_DIR",
+                    help="instead of the table: the training curves of each run's log.jsonl")
+# talking to the models
+parser.add_argument("--prompt", action="append", default=[],
+                    help="instead of the table: every policy's answer to this instruction")
+parser.add_argument("--chat", action="store_true", help="instead of the table: answers to instructions typed")
+parser.add_argument("--template", default=None, help="how --prompt and --chat wrap an instruction, \\n a newline "
+                    "[default: the world's]")
+# sampling and output
+parser.add_argument("--n_prompts", type=int, default=0, help="evaluate on the first N test prompts (0: all)")
+parser.add_argument("--max_new_tokens", type=int, default=48, help="response length limit, tokens")
+parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature of every policy")
+parser.add_argument("--seed", type=int, default=1234, help="seed of the samples and of the labelers' noise")
+parser.add_argument("--show", type=int, default=3, help="test prompts printed with every policy's answer")
+parser.add_argument("--out_dir", default="out/eval", help="where the tables and figures go")
+parser.add_argument("--device", default="cpu", help="where the policies run")
+
+
+# -----------------------------------------------------------------------------
+# The run
+
+def load_policy(path, device, tokenizer=None, sft_path=None):
+    """A policy row's model and metadata: our checkpoint (.pt, LM head), or a GPT-2 name / Hugging
+    Face folder (the 'GPT' row on real data), as sft.py --init reads them. With tokenizer, the
+    policy must use it (the SFT model's, of sft_path): every row is compared on the same tokens."""
     if not path.endswith(".pt"):
-        return from_pretrained(path).to(device).eval(), {"tokenizer": "gpt2"}
-    ckpt = load_checkpoint(path, device)
-    if ckpt["model_config"].get("head") != "lm":
-        raise SystemExit(f"error: {path} is a reward/value checkpoint, not a policy")
-    return model_from_checkpoint(ckpt, device).eval(), ckpt
+        model, meta = from_pretrained(path).to(device).eval(), {"tokenizer": "gpt2"}
+    else:
+        meta = load_checkpoint(path, device)
+        if meta["model_config"].get("head") != "lm":
+            raise SystemExit(f"error: {path} is a reward/value checkpoint, not a policy")
+        model = model_from_checkpoint(meta, device).eval()
+    if tokenizer is not None and meta.get("tokenizer") != tokenizer:
+        raise SystemExit(f"error: {path} uses tokenizer {meta.get('tokenizer')} but {sft_path} uses {tokenizer}")
+    return model, meta
 
 
 def load_rm(path, args, sft_ckpt, prompts):
     """A reward model (the judge, or a run's proxy RM), with the checks ppo.py makes of its RM."""
-    rm = model_from_checkpoint(load_reward_model(path, sft_ckpt["tokenizer"], args.sft, args.device), args.device).eval()
+    ckpt = load_reward_model(path, sft_ckpt["tokenizer"], args.sft, args.device)
+    rm = model_from_checkpoint(ckpt, args.device).eval()
     if max(map(len, prompts)) + args.max_new_tokens > rm.config.block_size:
-        raise SystemExit(f"error: {path}: a test prompt and {args.max_new_tokens} response tokens do not fit in its "
-                         f"{rm.config.block_size}-token context")
+        raise SystemExit(f"error: {path}: a test prompt and {args.max_new_tokens} response tokens do not fit "
+                         f"in its {rm.config.block_size}-token context")
     return rm
 
 
 def markdown_table(rows, cols, heads=("policy",)):
-    """rows: (leading cells, numbers); cols: (title, key, format), the format's second value being numbers[key + '_ci']."""
+    """rows: (leading cells, numbers); cols: (title, key, format), the format's second value being
+    numbers[key + '_ci']."""
     lines = ["| " + " | ".join(list(heads) + [c[0] for c in cols]) + " |", "|---" * (len(heads) + len(cols)) + "|"]
     for lead, r in rows:
-        lines.append("| " + " | ".join(list(lead) + [fmt.format(r[key], r.get(key + "_ci", 0)) for _, key, fmt in cols]) + " |")
+        cells = [fmt.format(r[key], r.get(key + "_ci", 0)) for _, key, fmt in cols]
+        lines.append("| " + " | ".join(list(lead) + cells) + " |")
     return "\n".join(lines)
 
 
-# -----------------------------------------------------------------------------
-# the run
-
 LABELER_COLUMNS = [("win rate vs SFT (held-out labelers)", "winrate_heldout", "{:.3f} ± {:.3f}"),
-                   ("win rate (training labelers)", "winrate_train", "{:.3f} ± {:.3f}"), ("1–7 score", "likert", "{:.2f} ± {:.2f}"),
-                   ("fails to follow", "fails_to_follow", "{:.1%}"), ("violates constraint", "violates_constraint", "{:.1%}"),
-                   ("hallucinates (closed domain)", "hallucinates", "{:.1%}"), ("inappropriate", "inappropriate", "{:.1%}"),
-                   ("truthful (open QA)", "truthful", "{:.1%}"), ("refuses a benign request", "refuses_benign", "{:.1%}")]
-RM_COLUMNS = [("win rate vs SFT (RM judge)", "winrate_rm", "{:.3f} ± {:.3f}"), ("mean RM score", "rm_score", "{:.3f} ± {:.3f}")]
+                   ("win rate (training labelers)", "winrate_train", "{:.3f} ± {:.3f}"),
+                   ("1–7 score", "likert", "{:.2f} ± {:.2f}"),
+                   ("fails to follow", "fails_to_follow", "{:.1%}"),
+                   ("violates constraint", "violates_constraint", "{:.1%}"),
+                   ("hallucinates (closed domain)", "hallucinates", "{:.1%}"),
+                   ("inappropriate", "inappropriate", "{:.1%}"),
+                   ("truthful (open QA)", "truthful", "{:.1%}"),
+                   ("refuses a benign request", "refuses_benign", "{:.1%}")]
+RM_COLUMNS = [("win rate vs SFT (RM judge)", "winrate_rm", "{:.3f} ± {:.3f}"),
+              ("mean RM score", "rm_score", "{:.3f} ± {:.3f}")]
 
 
 def policy_rows(args):
@@ -233,8 +266,8 @@ def policy_rows(args):
         if not os.path.isdir(folder):
             raise SystemExit(f"error: --size {folder}: no such folder (bash data/sizes.sh writes out/sizes/<size>/)")
         tag = "@" + os.path.basename(os.path.normpath(folder))
-        policies += [row for row in method_rows(tag, *(os.path.join(folder, s, "model.pt") for s in ("base", "sft", "ppo", "ppo-ptx")))
-                     if found(row[1])]
+        paths = (os.path.join(folder, s, "model.pt") for s in ("base", "sft", "ppo", "ppo-ptx"))
+        policies += [row for row in method_rows(tag, *paths) if found(row[1])]
     for spec in args.policy:
         name, _, path = spec.partition("=")
         if not name or not found(path):
@@ -247,143 +280,130 @@ def policy_rows(args):
     return policies
 
 
+class Evaluation:
+    """What every policy is measured against: the test prompts, the SFT model and its samples (the
+    baseline of every win rate), and the judge (the simulated labelers, or a reward model)."""
+
+    def __init__(self, args):
+        self.args, device = args, args.device
+        self.test_path = args.test_prompts or os.path.join(args.world, "test_prompts.jsonl")
+        records = read_jsonl(self.test_path, ["prompt"])
+        self.records = records[:args.n_prompts] if args.n_prompts else records
+        if args.judge == "labelers" and "spec" not in self.records[0]:
+            raise SystemExit(f"error: {self.records[0]['_where']}: no 'spec': the simulated labelers judge only "
+                             "the world's own prompts (on other data: --judge rm --rm PATH)")
+        self.rng = random.Random(args.seed)  # the labelers' noise, drawn policy after policy
+        torch.manual_seed(args.seed)
+        self.sft_ckpt = load_checkpoint(args.sft, device)
+        self.sft = model_from_checkpoint(self.sft_ckpt, device).eval()
+        self.enc = get_tokenizer(self.sft_ckpt["tokenizer"])
+        self.prompts = [self.enc.encode_ordinary(r["prompt"]) for r in self.records]
+        if args.judge == "rm":
+            self.rm = load_rm(args.rm, args, self.sft_ckpt, self.prompts)
+            self.judge = f"reward model {args.rm} (not human or simulated labelers)"
+        else:
+            self.judge = "simulated labelers of data/labelers.py (win rate and scores: the held-out group)"
+        # the baseline's samples; each row, SFT's too, is measured on a second, independent draw
+        self.t0 = time.time()
+        self.sft_responses, self.sft_texts, self.sft_ended = self.sample(self.sft, self.prompts, args.seed)
+        if args.judge == "rm":
+            self.sft_scores = rm_scores(self.rm, self.prompts, self.sft_responses, self.sft_ended,
+                                        args.missing_eot_penalty, device)
+
+    def sample(self, model, contexts, seed):
+        """One response per context: token lists (eot included when it ended), texts, ended flags."""
+        args, eot = self.args, self.enc.eot_token
+        generator = torch.Generator(args.device).manual_seed(seed)
+        responses = sample_responses(model, contexts, args.max_new_tokens, eot, args.temperature, generator=generator)
+        ended = [bool(r) and r[-1] == eot for r in responses]
+        texts = [self.enc.decode(r[:-1] if e else r) for r, e in zip(responses, ended)]
+        return responses, texts, ended
+
+    def measure(self, name, model, seed, prefix="", proxy=None):
+        """One policy's numbers: its responses to the test prompts (after a few-shot prefix, if any)
+        judged against SFT's, its KL from SFT (the sampled estimate E_y~π[log π(y|x) − log π_SFT(y|x)])
+        and, given proxy = (RM, penalty), that RM's mean score. Returns (numbers, texts, ended)."""
+        args, device, prompts = self.args, self.args.device, self.prompts
+        contexts = [self.enc.encode_ordinary(prefix) + p for p in prompts]
+        if max(map(len, contexts)) + args.max_new_tokens > model.config.block_size:
+            raise SystemExit(f"error: {name}: a test prompt{' with the few-shot prefix' if prefix else ''} leaves "
+                             f"no room for {args.max_new_tokens} response tokens in the "
+                             f"{model.config.block_size}-token context")
+        responses, texts, ended = self.sample(model, contexts, seed)
+        kl = [a - b for a, b in zip(sequence_logprobs(model, contexts, responses, device, args.temperature),
+                                    sequence_logprobs(self.sft, prompts, responses, device, args.temperature))]
+        r = {"n": len(self.records)}
+        if args.judge == "labelers":
+            r.update(labeler_verdicts(self.records, texts, ended, self.sft_texts, self.sft_ended, self.rng))
+        else:  # the RM reads the prompt without any few-shot prefix, as in training
+            scores = rm_scores(self.rm, prompts, responses, ended, args.missing_eot_penalty, device)
+            r["winrate_rm"], r["winrate_rm_ci"] = rm_winrate(scores, self.sft_scores)
+            r["rm_score"], r["rm_score_ci"] = mean_ci(scores)
+        if proxy:
+            proxy_scores = rm_scores(proxy[0], prompts, responses, ended, proxy[1], device)
+            r["proxy_rm_score"], r["proxy_rm_score_ci"] = mean_ci(proxy_scores)
+        r["ended"] = sum(ended) / len(ended)
+        r["response_tokens"] = sum(map(len, responses)) / len(responses)
+        r["kl_from_sft"] = sum(kl) / len(kl)
+        if args.judge == "labelers":
+            line = (f"win rate vs SFT {r['winrate_heldout']:.3f} ± {r['winrate_heldout_ci']:.3f} | "
+                    f"likert {r['likert']:.2f}")
+        else:
+            line = (f"RM-judged win rate vs SFT {r['winrate_rm']:.3f} ± {r['winrate_rm_ci']:.3f} | "
+                    f"RM score {r['rm_score']:.3f}")
+        line += f" | proxy RM score {r['proxy_rm_score']:.3f}" if proxy else ""
+        print(f"{name}: {line} | kl {r['kl_from_sft']:.2f} | {time.time() - self.t0:.0f}s", flush=True)
+        return r, texts, ended
+
+
+def write_report(args, name, table, note, numbers):
+    """The table and its note, printed and in <out_dir>/<name>.md; every number in <name>.json."""
+    print("\n" + table + "\n\n" + note)
+    os.makedirs(args.out_dir, exist_ok=True)
+    with open(os.path.join(args.out_dir, name + ".md"), "w") as f:
+        f.write(table + "\n\n" + note + "\n")
+    with open(os.path.join(args.out_dir, name + ".json"), "w") as f:
+        json.dump(numbers, f, indent=1)
+
+
 def main(argv=None):
     args = parser.parse_args(argv)
     if args.curves:  # the logs alone: no checkpoint, no test prompt
         return draw_curves(args.curves, args.out_dir)
     if args.judge == "rm" and not args.rm:
         parser.error("--judge rm needs --rm PATH, the reward model that judges")
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     policies = policy_rows(args)
     if args.prompt or args.chat:
         return chat(args, policies)
-    test_path = args.test_prompts or os.path.join(args.world, "test_prompts.jsonl")
     args.corpus_val = os.path.join(args.world, "corpus_val.txt") if args.corpus_val is None else args.corpus_val
     args.nlp_task = os.path.join(args.world, "nlp_task.jsonl") if args.nlp_task is None else args.nlp_task
-    records = read_jsonl(test_path, ["prompt"])
-    if args.n_prompts:
-        records = records[:args.n_prompts]
-    if args.judge == "labelers" and "spec" not in records[0]:
-        raise SystemExit(f"error: {records[0]['_where']}: no 'spec': the simulated labelers judge only the world's own prompts "
-                         "(on other data: --judge rm --rm PATH)")
+    if args.curve:
+        return over_optimization(args, Evaluation(args))
+    val_docs = read_documents(args.corpus_val) if args.corpus_val else None
+    nlp_items = read_jsonl(args.nlp_task, ["prompt", "answer"]) if args.nlp_task else None
+    return figure1(args, Evaluation(args), policies, val_docs, nlp_items)
 
-    device = args.device
-    rng = random.Random(args.seed)
-    torch.manual_seed(args.seed)
 
-    sft_ckpt = load_checkpoint(args.sft, device)
-    sft = model_from_checkpoint(sft_ckpt, device).eval()
-    enc = get_tokenizer(sft_ckpt["tokenizer"])
-    eot = enc.eot_token
-    prompts = [enc.encode_ordinary(r["prompt"]) for r in records]
-    val_docs = read_documents(args.corpus_val) if args.corpus_val and not args.curve else None
-    nlp_items = read_jsonl(args.nlp_task, ["prompt", "answer"]) if args.nlp_task and not args.curve else None
-    if args.judge == "rm":
-        rm = load_rm(args.rm, args, sft_ckpt, prompts)
-        judge = f"reward model {args.rm} (not human or simulated labelers)"
-    else:
-        judge = "simulated labelers of data/labelers.py (win rate and scores: the held-out group)"
-
-    def sample(model, contexts, seed):
-        """One response per context: token lists (eot included when it ended), texts, ended flags."""
-        responses = sample_responses(model, contexts, args.max_new_tokens, eot, args.temperature, generator=torch.Generator(device).manual_seed(seed))
-        ended = [bool(r) and r[-1] == eot for r in responses]
-        texts = [enc.decode(r[:-1] if e else r) for r, e in zip(responses, ended)]
-        return responses, texts, ended
-
-    # the baseline's samples, and a second independent draw so SFT's own row is measured, not assumed
-    t0 = time.time()
-    sft_responses, sft_texts, sft_ended = sample(sft, prompts, args.seed)
-    if args.judge == "rm":
-        sft_scores = rm_scores(rm, prompts, sft_responses, sft_ended, args.missing_eot_penalty, device)
-
-    def measure(name, model, meta, seed, prefix="", proxy=None):
-        """One policy's numbers: its responses to the test prompts (after a few-shot prefix, if any) judged against SFT's,
-        its KL from SFT (the sampled estimate E_y~π[log π(y|x) - log π_SFT(y|x)]) and, given proxy = (RM, penalty), that RM's mean score."""
-        if meta.get("tokenizer") != sft_ckpt["tokenizer"]:
-            raise SystemExit(f"error: {name} uses tokenizer {meta.get('tokenizer')} but {args.sft} uses {sft_ckpt['tokenizer']}")
-        prefix_ids = enc.encode_ordinary(prefix)
-        contexts = [prefix_ids + p for p in prompts]
-        if max(map(len, contexts)) + args.max_new_tokens > model.config.block_size:
-            raise SystemExit(f"error: {name}: a test prompt{' with the few-shot prefix' if prefix else ''} leaves no room for "
-                             f"{args.max_new_tokens} response tokens in the {model.config.block_size}-token context")
-        responses, texts, ended = sample(model, contexts, seed)
-        kl = [a - b for a, b in zip(sequence_logprobs(model, contexts, responses, device, args.temperature),
-                                    sequence_logprobs(sft, prompts, responses, device, args.temperature))]
-        r = {"n": len(records)}
-        if args.judge == "labelers":
-            r.update(labeler_verdicts(records, texts, ended, sft_texts, sft_ended, rng))
-        else:  # the RM reads the prompt without any few-shot prefix, as in training
-            scores = rm_scores(rm, prompts, responses, ended, args.missing_eot_penalty, device)
-            r["winrate_rm"], r["winrate_rm_ci"] = rm_winrate(scores, sft_scores)
-            r["rm_score"], r["rm_score_ci"] = mean_ci(scores)
-        if proxy:
-            r["proxy_rm_score"], r["proxy_rm_score_ci"] = mean_ci(rm_scores(proxy[0], prompts, responses, ended, proxy[1], device))
-        r["ended"] = sum(ended) / len(ended)
-        r["response_tokens"] = sum(map(len, responses)) / len(responses)
-        r["kl_from_sft"] = sum(kl) / len(kl)
-        if args.judge == "labelers":
-            line = f"win rate vs SFT {r['winrate_heldout']:.3f} ± {r['winrate_heldout_ci']:.3f} | likert {r['likert']:.2f}"
-        else:
-            line = f"RM-judged win rate vs SFT {r['winrate_rm']:.3f} ± {r['winrate_rm_ci']:.3f} | RM score {r['rm_score']:.3f}"
-        line += f" | proxy RM score {r['proxy_rm_score']:.3f}" if proxy else ""
-        print(f"{name}: {line} | kl {r['kl_from_sft']:.2f} | {time.time() - t0:.0f}s", flush=True)
-        return r, texts, ended
-
-    if args.curve:  # Gao et al. (2022): along a PPO run the proxy RM's score keeps rising with √KL; does the judge's verdict?
-        curves, rms = {}, {}
-        for run_dir in args.curve:
-            names = os.listdir(run_dir) if os.path.isdir(run_dir) else []
-            iters = sorted((int(f[4:-3]), os.path.join(run_dir, f)) for f in names if re.fullmatch(r"iter\d+\.pt", f))
-            if not iters:
-                raise SystemExit(f"error: --curve {run_dir}: no iter<N>.pt checkpoints there (ppo.py writes one every --save_interval)")
-            final = os.path.join(run_dir, "model.pt")  # the same run's policy with its args; iter<N>.pt holds the policy alone
-            run_args = load_checkpoint(final, device).get("args", {}) if os.path.exists(final) else {}
-            if run_args.get("policy") and os.path.realpath(run_args["policy"]) != os.path.realpath(args.sft):
-                print(f"note: {run_dir} started from {run_args['policy']}, not --sft {args.sft}: its KL and win rates are measured from --sft")
-            rm_path = run_args.get("rm") or args.rm or "out/rm/model.pt"
-            if rm_path not in rms:
-                rms[rm_path] = load_rm(rm_path, args, sft_ckpt, prompts)
-            proxy = (rms[rm_path], run_args.get("missing_eot_penalty", args.missing_eot_penalty))  # the score PPO maximised
-            points = []
-            for n, path in [(0, args.sft)] + iters:  # one seed for every checkpoint: common random numbers along the run
-                model, meta = (sft, sft_ckpt) if n == 0 else load_policy(path, device)
-                r = measure(f"{run_dir} iter{n}", model, meta, args.seed + 1, proxy=proxy)[0]
-                points.append({"iter": n, "path": path, "sqrt_kl": math.sqrt(max(r["kl_from_sft"], 0.0)), **r})
-            curves[run_dir] = {"rm": rm_path, "points": points}
-        gold = [LABELER_COLUMNS[0], LABELER_COLUMNS[2]] if args.judge == "labelers" else RM_COLUMNS[:1]
-        cols = [("√KL", "sqrt_kl", "{:.2f}"), ("KL from SFT (nats)", "kl_from_sft", "{:.2f}"),
-                ("proxy: run's RM score", "proxy_rm_score", "{:.3f} ± {:.3f}")] + gold + [("ends with eot", "ended", "{:.1%}")]
-        table = markdown_table([((run, str(p["iter"])), p) for run, c in curves.items() for p in c["points"]], cols, ("run", "iteration"))
-        note = (f"judge: {judge}\n\n{len(records)} test prompts ({test_path}), seed {args.seed}, temperature {args.temperature}; "
-                f"iteration 0 is --sft {args.sft}, the rest each run's iter<N>.pt. Proxy: mean score of the run's own RM "
-                f"({', '.join(sorted(set(c['rm'] for c in curves.values())))}) on the same responses, a response without <|endoftext|> "
-                "scoring the run's penalty; win rate vs an SFT sample, ties count half; ± is a 95% confidence interval.")
-        print("\n" + table + "\n\n" + note)
-        os.makedirs(args.out_dir, exist_ok=True)
-        with open(os.path.join(args.out_dir, "curve.md"), "w") as f:
-            f.write(table + "\n\n" + note + "\n")
-        with open(os.path.join(args.out_dir, "curve.json"), "w") as f:
-            json.dump({"judge": judge, "args": vars(args), "curves": curves}, f, indent=1)
-        judged_by = "held-out labelers" if args.judge == "labelers" else "reward-model judge"
-        plot_curve(curves, os.path.join(args.out_dir, "curve.png"), gold[0][1], judged_by)
-        return curves
-
+def figure1(args, ev, policies, val_docs, nlp_items):
+    """The table: every policy's numbers against SFT's, written to results.md / results.json,
+    figure1.png, and samples.md (--show)."""
     results, own_rm, answers = {}, [], {}
     for name, path, prefix in policies:
-        model, meta = load_policy(path, device)
-        used = meta.get("args", {})  # PPO's args name the RM it optimised; SFT's the RM it was selected by, if --select_by rm
-        if args.judge == "rm" and used.get("select_by", "rm") == "rm" and os.path.realpath(used.get("rm") or "") == os.path.realpath(args.rm):
+        model, meta = load_policy(path, args.device, ev.sft_ckpt["tokenizer"], args.sft)
+        # PPO's args name the RM it optimised; SFT's the RM it was selected by, if --select_by rm
+        used = meta.get("args", {})
+        same_rm = os.path.realpath(used.get("rm") or "") == os.path.realpath(args.rm or "")
+        if args.judge == "rm" and used.get("select_by", "rm") == "rm" and same_rm:
             own_rm.append(name)
-        r, *answers[name] = measure(f"{name} ({path})", model, meta, args.seed + 1 + len(results), prefix)
+        r, *answers[name] = ev.measure(f"{name} ({path})", model, args.seed + 1 + len(results), prefix)
         if val_docs:
-            r["corpus_loss"] = corpus_loss(model, val_docs, eot, enc, device, model.config.block_size)
+            r["corpus_loss"] = corpus_loss(model, val_docs, ev.enc.eot_token, ev.enc, args.device,
+                                           model.config.block_size)
         if nlp_items:
-            r.update(zero_shot_accuracy(model, nlp_items, enc, device))
+            r.update(zero_shot_accuracy(model, nlp_items, ev.enc, args.device))
         r["params"] = model.num_params()
         results[name] = r
 
-    # the report
     cols = [("parameters", "params", "{:,}")] + (LABELER_COLUMNS if args.judge == "labelers" else RM_COLUMNS)
     cols += [("KL from SFT (nats)", "kl_from_sft", "{:.2f}")]
     cols += [("held-out corpus loss", "corpus_loss", "{:.4f}")] if val_docs else []
@@ -395,27 +415,68 @@ def main(argv=None):
     if args.judge == "labelers":
         how = "Win rate: the held-out labelers' preference for the policy's response over the SFT model's"
     else:
-        how = (f"Win rate: how often the reward model scores the policy's response above the SFT model's (a response without "
-               f"<|endoftext|> scores {args.missing_eot_penalty}); RM score: its mean")
+        how = (f"Win rate: how often the reward model scores the policy's response above the SFT model's (a "
+               f"response without <|endoftext|> scores {args.missing_eot_penalty}); RM score: its mean")
         if own_rm:
             how = (f"Caution: {', '.join(own_rm)} trained against this same RM, which overstates their gains; "
                    "prefer an RM trained on a disjoint split. ") + how
-    note = (f"judge: {judge}\n\n{len(records)} test prompts ({test_path}), seed {args.seed}, temperature {args.temperature}. "
-            f"{how}; ties count half; ± is a 95% confidence interval. SFT's row compares it with a second, independent SFT sample.")
-    print("\n" + table + "\n\n" + note)
-    os.makedirs(args.out_dir, exist_ok=True)
-    with open(os.path.join(args.out_dir, "results.md"), "w") as f:
-        f.write(table + "\n\n" + note + "\n")
-    with open(os.path.join(args.out_dir, "results.json"), "w") as f:
-        json.dump({"judge": judge, "args": vars(args), "results": results}, f, indent=1)
+    note = (f"judge: {ev.judge}\n\n{len(ev.records)} test prompts ({ev.test_path}), seed {args.seed}, "
+            f"temperature {args.temperature}. {how}; ties count half; ± is a 95% confidence interval. SFT's row "
+            "compares it with a second, independent SFT sample.")
+    write_report(args, "results", table, note, {"judge": ev.judge, "args": vars(args), "results": results})
     if args.show:
-        samples = show_samples(records, answers, args.show, args.judge == "labelers")
+        samples = show_samples(ev.records, answers, args.show, args.judge == "labelers")
         print("\n" + samples)
         with open(os.path.join(args.out_dir, "samples.md"), "w") as f:
             f.write(samples)
-    key, judged_by = ("winrate_heldout", "held-out labelers") if args.judge == "labelers" else ("winrate_rm", "reward-model judge")
+    key, judged_by = (("winrate_heldout", "held-out labelers") if args.judge == "labelers"
+                      else ("winrate_rm", "reward-model judge"))
     plot(results, os.path.join(args.out_dir, "figure1.png"), key, judged_by)
     return results
+
+
+def over_optimization(args, ev):
+    """--curve (Gao et al. 2022): along a PPO run the proxy RM's score keeps rising with √KL; does
+    the judge's verdict? Measures --sft (iteration 0) and each RUN_DIR/iter<N>.pt, one seed for
+    every checkpoint (common random numbers along the run); writes curve.md, curve.json, curve.png."""
+    curves, rms = {}, {}
+    for run_dir in args.curve:
+        names = os.listdir(run_dir) if os.path.isdir(run_dir) else []
+        iters = sorted((int(f[4:-3]), os.path.join(run_dir, f)) for f in names if re.fullmatch(r"iter\d+\.pt", f))
+        if not iters:
+            raise SystemExit(f"error: --curve {run_dir}: no iter<N>.pt checkpoints there (ppo.py writes one every "
+                             "--save_interval)")
+        final = os.path.join(run_dir, "model.pt")  # the run's policy with its args; iter<N>.pt: the policy alone
+        run_args = load_checkpoint(final, args.device).get("args", {}) if os.path.exists(final) else {}
+        if run_args.get("policy") and os.path.realpath(run_args["policy"]) != os.path.realpath(args.sft):
+            print(f"note: {run_dir} started from {run_args['policy']}, not --sft {args.sft}: its KL and win rates "
+                  "are measured from --sft")
+        rm_path = run_args.get("rm") or args.rm or "out/rm/model.pt"
+        if rm_path not in rms:
+            rms[rm_path] = load_rm(rm_path, args, ev.sft_ckpt, ev.prompts)
+        # the score PPO maximised
+        proxy = (rms[rm_path], run_args.get("missing_eot_penalty", args.missing_eot_penalty))
+        points = []
+        for n, path in [(0, args.sft)] + iters:
+            model = ev.sft if n == 0 else load_policy(path, args.device, ev.sft_ckpt["tokenizer"], args.sft)[0]
+            r = ev.measure(f"{run_dir} iter{n}", model, args.seed + 1, proxy=proxy)[0]
+            points.append({"iter": n, "path": path, "sqrt_kl": math.sqrt(max(r["kl_from_sft"], 0.0)), **r})
+        curves[run_dir] = {"rm": rm_path, "points": points}
+    gold = [LABELER_COLUMNS[0], LABELER_COLUMNS[2]] if args.judge == "labelers" else RM_COLUMNS[:1]
+    cols = [("√KL", "sqrt_kl", "{:.2f}"), ("KL from SFT (nats)", "kl_from_sft", "{:.2f}"),
+            ("proxy: run's RM score", "proxy_rm_score", "{:.3f} ± {:.3f}")]
+    cols += gold + [("ends with eot", "ended", "{:.1%}")]
+    rows = [((run, str(p["iter"])), p) for run, c in curves.items() for p in c["points"]]
+    table = markdown_table(rows, cols, ("run", "iteration"))
+    proxies = ", ".join(sorted(set(c["rm"] for c in curves.values())))
+    note = (f"judge: {ev.judge}\n\n{len(ev.records)} test prompts ({ev.test_path}), seed {args.seed}, temperature "
+            f"{args.temperature}; iteration 0 is --sft {args.sft}, the rest each run's iter<N>.pt. Proxy: mean score "
+            f"of the run's own RM ({proxies}) on the same responses, a response without <|endoftext|> scoring the "
+            "run's penalty; win rate vs an SFT sample, ties count half; ± is a 95% confidence interval.")
+    write_report(args, "curve", table, note, {"judge": ev.judge, "args": vars(args), "curves": curves})
+    judged_by = "held-out labelers" if args.judge == "labelers" else "reward-model judge"
+    plot_curve(curves, os.path.join(args.out_dir, "curve.png"), gold[0][1], judged_by)
+    return curves
 
 
 def show_samples(records, answers, n, judged):
@@ -433,10 +494,12 @@ def show_samples(records, answers, n, judged):
         rec = records[i]
         out.append(f"### {rec.get('id', i)} ({rec.get('category', 'prompt')})\n\n" +
                    "".join(f"> {line}\n" for line in rec["prompt"].split("\n")) + "\n")
-        out.append("| policy | answer |" + (" follows | broken constraints | hallucinates | 1–7 |" if judged else "") + "\n")
+        verdict = " follows | broken constraints | hallucinates | 1–7 |"
+        out.append("| policy | answer |" + (verdict if judged else "") + "\n")
         out.append("|---|---|" + ("---|---|---|---|" if judged else "") + "\n")
         for name, (texts, ended) in answers.items():
-            answer = json.dumps(texts[i], ensure_ascii=False)[1:-1].replace("|", "\\|") + ("" if ended[i] else " (cut off)")
+            answer = json.dumps(texts[i], ensure_ascii=False)[1:-1].replace("|", "\\|")
+            answer += "" if ended[i] else " (cut off)"
             row = f"| {name} | {answer} |"
             if judged:
                 j = L.judge(rec["spec"], texts[i], ended=ended[i])
@@ -457,10 +520,7 @@ def chat(args, policies):
     eot = enc.eot_token
     models = []
     for name, path, prefix in policies:
-        model, meta = load_policy(path, device)
-        if meta.get("tokenizer") != tokenizer:
-            raise SystemExit(f"error: {name} uses tokenizer {meta.get('tokenizer')} "
-                             f"but {args.sft} uses {tokenizer}")
+        model = load_policy(path, device, tokenizer, args.sft)[0]
         models.append((name, model, enc.encode_ordinary(prefix)))
     rm_path = args.rm or ("out/rm/model.pt" if os.path.exists("out/rm/model.pt") else None)
     rm = load_rm(rm_path, args, sft_ckpt, [[]]) if rm_path else None  # each prompt's fit is checked below
@@ -601,7 +661,8 @@ def curves_table(run, x, series, keys, rows):
 
 
 def plot(results, path, key="winrate_heldout", judge="held-out labelers"):
-    """Figure 1: win rate against SFT (results[...][key], judged by `judge`) vs model size, one line per method (one point per size)."""
+    """Figure 1: win rate against SFT (results[...][key], judged by `judge`) vs model size, one
+    line per method (one point per size)."""
     plt = pyplot()
     if plt is None:
         return
@@ -625,8 +686,8 @@ def plot(results, path, key="winrate_heldout", judge="held-out labelers"):
 
 
 def plot_curve(curves, path, key="winrate_heldout", judge="held-out labelers"):
-    """Gao et al. (2022)'s over-optimization figure: the proxy RM's score (left) and the judge's win rate against SFT (right)
-    vs √(KL from SFT), one line per run, one point per checkpoint."""
+    """Gao et al. (2022)'s over-optimization figure: the proxy RM's score (left) and the judge's
+    win rate against SFT (right) vs √(KL from SFT), one line per run, one point per checkpoint."""
     plt = pyplot()
     if plt is None:
         return
@@ -634,7 +695,8 @@ def plot_curve(curves, path, key="winrate_heldout", judge="held-out labelers"):
     for run, c in curves.items():
         xs = [p["sqrt_kl"] for p in c["points"]]
         for ax, k in ((proxy, "proxy_rm_score"), (gold, key)):
-            ax.errorbar(xs, [p[k] for p in c["points"]], yerr=[p[k + "_ci"] for p in c["points"]], marker="o", capsize=3, label=run)
+            ys, es = [p[k] for p in c["points"]], [p[k + "_ci"] for p in c["points"]]
+            ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, label=run)
     gold.axhline(0.5, color="gray", lw=0.5)
     for ax, label in ((proxy, "proxy: mean score of the run's own RM"), (gold, f"win rate against SFT ({judge})")):
         ax.set_xlabel("√(KL from SFT), √nats")

@@ -44,7 +44,7 @@ dtype = {"auto": torch.bfloat16 if cuda else torch.float32, "float32": torch.flo
 args.mm_size = args.mm_size or (8192 if cuda else 2048)
 
 import sft  # noqa: E402  (the repository's sft.py: harness put the root on sys.path)
-from common import optimizer_step, peak_flops
+from common import optimizer_step, peak_flops  # noqa: E402
 from model import GPT, GPTConfig  # noqa: E402
 
 header(args)

@@ -68,7 +68,7 @@ from trl import RewardConfig, RewardTrainer, SFTConfig, SFTTrainer  # noqa: E402
 
 import reward  # noqa: E402  (the repository's reward.py and sft.py: harness put the root on sys.path)
 import sft  # noqa: E402
-from common import check_finite, cosine_lr, optimizer_step
+from common import check_finite, cosine_lr, optimizer_step  # noqa: E402
 from model import scalar_head_model  # noqa: E402
 
 header(args, ["transformers", "trl", "accelerate", "datasets"])

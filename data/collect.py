@@ -21,11 +21,11 @@ import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-from common import duration, read_jsonl, write_jsonl
-from model import get_tokenizer, load_checkpoint, model_from_checkpoint, sample_texts
+from common import HelpFormatter, duration, read_jsonl, write_jsonl  # noqa: E402
+from model import get_tokenizer, load_checkpoint, model_from_checkpoint, sample_texts  # noqa: E402
 from data.labelers import HELDOUT_LABELERS, TRAIN_LABELERS, distinct_completions, rank  # noqa: E402
 
-parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter)
 parser.add_argument("--policy", default="out/sft/model.pt", help="the checkpoint whose samples are ranked")
 parser.add_argument("--prompts", default="data/world/rm_prompts.jsonl", help="prompts JSONL with the world's 'spec' of each task (the labelers judge by it)")
 parser.add_argument("--out_prefix", default="data/world/rm", help="output files: <prefix>_train.jsonl, <prefix>_val.jsonl, <prefix>_val_heldout.jsonl")

@@ -22,11 +22,11 @@ import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-from common import read_jsonl
+from common import HelpFormatter, read_jsonl  # noqa: E402
 from model import get_tokenizer, load_checkpoint, model_from_checkpoint, sample_texts  # noqa: E402
 from data.labelers import TRAIN_LABELERS, distinct_completions, rank  # noqa: E402
 
-parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter)
 parser.add_argument("--policy", default="out/sft/model.pt", help="the checkpoint whose samples are ranked")
 parser.add_argument("--prompts", default="data/world/rm_prompts.jsonl", help="prompts JSONL {prompt} (+ the world's 'spec' for --labeler sim)")
 parser.add_argument("--out", default="data/world/rm_human.jsonl", help="rankings JSONL, appended to; skips go to <out>.skipped")

@@ -167,13 +167,16 @@ parser.add_argument("--judge", choices=["labelers", "rm"], default="labelers",
                     help="who compares responses: the simulated labelers, or a reward model")
 parser.add_argument("--rm", default=None, help="the reward model of --judge rm, --curve, --prompt and --chat "
                     "[default: out/rm/model.pt]")
-parser.add_argument("--missing_eot_penalty", type=float, default=-1.0, help="RM score of a response without eot")
+parser.add_argument("--missing_eot_penalty", type=float, default=-1.0,
+                    help="RM score of a response without eot")
 # the policies
-parser.add_argument("--base", default="out/base/model.pt", help="the base model: .pt, GPT-2 name or folder ('': none)")
+parser.add_argument("--base", default="out/base/model.pt",
+                    help="the base model: .pt, GPT-2 name or folder ('': none)")
 parser.add_argument("--sft", default="out/sft/model.pt", help="the SFT baseline of every win rate")
 parser.add_argument("--ppo", default="out/ppo/model.pt", help="the PPO policy ('': none)")
 parser.add_argument("--ppo_ptx", default="out/ppo-ptx/model.pt", help="the PPO-ptx policy ('': none)")
-parser.add_argument("--policy", action="append", default=[], metavar="NAME=PATH", help="another policy as a row")
+parser.add_argument("--policy", action="append", default=[], metavar="NAME=PATH",
+                    help="another policy as a row")
 parser.add_argument("--size", action="append", default=[], metavar="DIR", help="another model size's runs")
 parser.add_argument("--curve", action="append", default=[], metavar="RUN_DIR",
                     help="instead of the table: a ppo.py run's over-optimization curve")
@@ -183,7 +186,8 @@ parser.add_argument("--curves", nargs="+", default=[], metavar="RUN_DIR",
 parser.add_argument("--prompt", action="append", default=[],
                     help="instead of the table: every policy's answer to this instruction")
 parser.add_argument("--chat", action="store_true", help="instead of the table: answers to instructions typed")
-parser.add_argument("--template", default=None, help="how --prompt and --chat wrap an instruction, \\n a newline "
+parser.add_argument("--template", default=None,
+                    help="how --prompt and --chat wrap an instruction, \\n a newline "
                     "[default: the world's]")
 # sampling and output
 parser.add_argument("--n_prompts", type=int, default=0, help="evaluate on the first N test prompts (0: all)")
@@ -210,7 +214,8 @@ def load_policy(path, device, tokenizer=None, sft_path=None):
             raise SystemExit(f"error: {path} is a reward/value checkpoint, not a policy")
         model = model_from_checkpoint(meta, device).eval()
     if tokenizer is not None and meta.get("tokenizer") != tokenizer:
-        raise SystemExit(f"error: {path} uses tokenizer {meta.get('tokenizer')} but {sft_path} uses {tokenizer}")
+        raise SystemExit(f"error: {path} uses tokenizer {meta.get('tokenizer')} but {sft_path} uses "
+                         f"{tokenizer}")
     return model, meta
 
 
@@ -227,7 +232,8 @@ def load_rm(path, args, sft_ckpt, prompts):
 def markdown_table(rows, cols, heads=("policy",)):
     """rows: (leading cells, numbers); cols: (title, key, format), the format's second value being
     numbers[key + '_ci']."""
-    lines = ["| " + " | ".join(list(heads) + [c[0] for c in cols]) + " |", "|---" * (len(heads) + len(cols)) + "|"]
+    lines = ["| " + " | ".join(list(heads) + [c[0] for c in cols]) + " |",
+             "|---" * (len(heads) + len(cols)) + "|"]
     for lead, r in rows:
         cells = [fmt.format(r[key], r.get(key + "_ci", 0)) for _, key, fmt in cols]
         lines.append("| " + " | ".join(list(lead) + cells) + " |")
@@ -257,14 +263,16 @@ def policy_rows(args):
 
     def method_rows(tag, base, sft, ppo, ppo_ptx):
         """Figure 1's methods at one model size; tag '@<size>' names the rows of a --size folder."""
-        rows = [("GPT" + tag, base, "")] + ([("GPT-prompted" + tag, base, prefix)] if prefix is not None else [])
+        rows = [("GPT" + tag, base, "")] + ([("GPT-prompted" + tag, base,
+                                              prefix)] if prefix is not None else [])
         return rows + [("SFT" + tag, sft, ""), ("PPO" + tag, ppo, ""), ("PPO-ptx" + tag, ppo_ptx, "")]
 
     found = lambda path: os.path.exists(path) or path in GPT2_SIZES
     policies = method_rows("", args.base, args.sft, args.ppo, args.ppo_ptx)
     for folder in args.size:
         if not os.path.isdir(folder):
-            raise SystemExit(f"error: --size {folder}: no such folder (bash data/sizes.sh writes out/sizes/<size>/)")
+            raise SystemExit(f"error: --size {folder}: no such folder (bash data/sizes.sh writes "
+                             "out/sizes/<size>/)")
         tag = "@" + os.path.basename(os.path.normpath(folder))
         paths = (os.path.join(folder, s, "model.pt") for s in ("base", "sft", "ppo", "ppo-ptx"))
         policies += [row for row in method_rows(tag, *paths) if found(row[1])]
@@ -274,7 +282,8 @@ def policy_rows(args):
             raise SystemExit(f"error: --policy {spec}: expected NAME=PATH with an existing checkpoint")
         policies.append((name, path, ""))
     policies = [p for p in policies if p[0] == "SFT" or found(p[1])]
-    missing = [n for n, p in (("GPT", args.base), ("PPO", args.ppo), ("PPO-ptx", args.ppo_ptx)) if p and not found(p)]
+    missing = [n for n, p in (("GPT", args.base), ("PPO", args.ppo), ("PPO-ptx",
+                                                                      args.ppo_ptx)) if p and not found(p)]
     if missing and not args.curve:
         print(f"note: no checkpoint for {', '.join(missing)}; those rows are skipped")
     return policies
@@ -290,8 +299,8 @@ class Evaluation:
         records = read_jsonl(self.test_path, ["prompt"])
         self.records = records[:args.n_prompts] if args.n_prompts else records
         if args.judge == "labelers" and "spec" not in self.records[0]:
-            raise SystemExit(f"error: {self.records[0]['_where']}: no 'spec': the simulated labelers judge only "
-                             "the world's own prompts (on other data: --judge rm --rm PATH)")
+            raise SystemExit(f"error: {self.records[0]['_where']}: no 'spec': the simulated labelers judge "
+                             "only the world's own prompts (on other data: --judge rm --rm PATH)")
         self.rng = random.Random(args.seed)  # the labelers' noise, drawn policy after policy
         torch.manual_seed(args.seed)
         self.sft_ckpt = load_checkpoint(args.sft, device)
@@ -314,7 +323,8 @@ class Evaluation:
         """One response per context: token lists (eot included when it ended), texts, ended flags."""
         args, eot = self.args, self.enc.eot_token
         generator = torch.Generator(args.device).manual_seed(seed)
-        responses = sample_responses(model, contexts, args.max_new_tokens, eot, args.temperature, generator=generator)
+        responses = sample_responses(model, contexts, args.max_new_tokens, eot, args.temperature,
+                                     generator=generator)
         ended = [bool(r) and r[-1] == eot for r in responses]
         texts = [self.enc.decode(r[:-1] if e else r) for r, e in zip(responses, ended)]
         return responses, texts, ended
@@ -326,12 +336,13 @@ class Evaluation:
         args, device, prompts = self.args, self.args.device, self.prompts
         contexts = [self.enc.encode_ordinary(prefix) + p for p in prompts]
         if max(map(len, contexts)) + args.max_new_tokens > model.config.block_size:
-            raise SystemExit(f"error: {name}: a test prompt{' with the few-shot prefix' if prefix else ''} leaves "
-                             f"no room for {args.max_new_tokens} response tokens in the "
+            raise SystemExit(f"error: {name}: a test prompt{' with the few-shot prefix' if prefix else ''} "
+                             f"leaves no room for {args.max_new_tokens} response tokens in the "
                              f"{model.config.block_size}-token context")
         responses, texts, ended = self.sample(model, contexts, seed)
-        kl = [a - b for a, b in zip(sequence_logprobs(model, contexts, responses, device, args.temperature),
-                                    sequence_logprobs(self.sft, prompts, responses, device, args.temperature))]
+        own = sequence_logprobs(model, contexts, responses, device, args.temperature)
+        sft = sequence_logprobs(self.sft, prompts, responses, device, args.temperature)
+        kl = [a - b for a, b in zip(own, sft)]
         r = {"n": len(self.records)}
         if args.judge == "labelers":
             r.update(labeler_verdicts(self.records, texts, ended, self.sft_texts, self.sft_ended, self.rng))
@@ -375,7 +386,8 @@ def main(argv=None):
     policies = policy_rows(args)
     if args.prompt or args.chat:
         return chat(args, policies)
-    args.corpus_val = os.path.join(args.world, "corpus_val.txt") if args.corpus_val is None else args.corpus_val
+    args.corpus_val = os.path.join(args.world,
+                                   "corpus_val.txt") if args.corpus_val is None else args.corpus_val
     args.nlp_task = os.path.join(args.world, "nlp_task.jsonl") if args.nlp_task is None else args.nlp_task
     if args.curve:
         return over_optimization(args, Evaluation(args))
@@ -418,11 +430,11 @@ def figure1(args, ev, policies, val_docs, nlp_items):
         how = (f"Win rate: how often the reward model scores the policy's response above the SFT model's (a "
                f"response without <|endoftext|> scores {args.missing_eot_penalty}); RM score: its mean")
         if own_rm:
-            how = (f"Caution: {', '.join(own_rm)} trained against this same RM, which overstates their gains; "
-                   "prefer an RM trained on a disjoint split. ") + how
+            how = (f"Caution: {', '.join(own_rm)} trained against this same RM, which overstates their "
+                   "gains; prefer an RM trained on a disjoint split. ") + how
     note = (f"judge: {ev.judge}\n\n{len(ev.records)} test prompts ({ev.test_path}), seed {args.seed}, "
-            f"temperature {args.temperature}. {how}; ties count half; ± is a 95% confidence interval. SFT's row "
-            "compares it with a second, independent SFT sample.")
+            f"temperature {args.temperature}. {how}; ties count half; ± is a 95% confidence interval. SFT's "
+            "row compares it with a second, independent SFT sample.")
     write_report(args, "results", table, note, {"judge": ev.judge, "args": vars(args), "results": results})
     if args.show:
         samples = show_samples(ev.records, answers, args.show, args.judge == "labelers")
@@ -442,15 +454,17 @@ def over_optimization(args, ev):
     curves, rms = {}, {}
     for run_dir in args.curve:
         names = os.listdir(run_dir) if os.path.isdir(run_dir) else []
-        iters = sorted((int(f[4:-3]), os.path.join(run_dir, f)) for f in names if re.fullmatch(r"iter\d+\.pt", f))
+        iters = sorted((int(f[4:-3]), os.path.join(run_dir, f))
+                       for f in names if re.fullmatch(r"iter\d+\.pt", f))
         if not iters:
-            raise SystemExit(f"error: --curve {run_dir}: no iter<N>.pt checkpoints there (ppo.py writes one every "
-                             "--save_interval)")
-        final = os.path.join(run_dir, "model.pt")  # the run's policy with its args; iter<N>.pt: the policy alone
+            raise SystemExit(f"error: --curve {run_dir}: no iter<N>.pt checkpoints there (ppo.py writes one "
+                             "every --save_interval)")
+        # the run's policy with its args; iter<N>.pt: the policy alone
+        final = os.path.join(run_dir, "model.pt")
         run_args = load_checkpoint(final, args.device).get("args", {}) if os.path.exists(final) else {}
         if run_args.get("policy") and os.path.realpath(run_args["policy"]) != os.path.realpath(args.sft):
-            print(f"note: {run_dir} started from {run_args['policy']}, not --sft {args.sft}: its KL and win rates "
-                  "are measured from --sft")
+            print(f"note: {run_dir} started from {run_args['policy']}, not --sft {args.sft}: its KL and win "
+                  "rates are measured from --sft")
         rm_path = run_args.get("rm") or args.rm or "out/rm/model.pt"
         if rm_path not in rms:
             rms[rm_path] = load_rm(rm_path, args, ev.sft_ckpt, ev.prompts)
@@ -458,7 +472,10 @@ def over_optimization(args, ev):
         proxy = (rms[rm_path], run_args.get("missing_eot_penalty", args.missing_eot_penalty))
         points = []
         for n, path in [(0, args.sft)] + iters:
-            model = ev.sft if n == 0 else load_policy(path, args.device, ev.sft_ckpt["tokenizer"], args.sft)[0]
+            if n == 0:
+                model = ev.sft
+            else:
+                model = load_policy(path, args.device, ev.sft_ckpt["tokenizer"], args.sft)[0]
             r = ev.measure(f"{run_dir} iter{n}", model, args.seed + 1, proxy=proxy)[0]
             points.append({"iter": n, "path": path, "sqrt_kl": math.sqrt(max(r["kl_from_sft"], 0.0)), **r})
         curves[run_dir] = {"rm": rm_path, "points": points}
@@ -469,10 +486,11 @@ def over_optimization(args, ev):
     rows = [((run, str(p["iter"])), p) for run, c in curves.items() for p in c["points"]]
     table = markdown_table(rows, cols, ("run", "iteration"))
     proxies = ", ".join(sorted(set(c["rm"] for c in curves.values())))
-    note = (f"judge: {ev.judge}\n\n{len(ev.records)} test prompts ({ev.test_path}), seed {args.seed}, temperature "
-            f"{args.temperature}; iteration 0 is --sft {args.sft}, the rest each run's iter<N>.pt. Proxy: mean score "
-            f"of the run's own RM ({proxies}) on the same responses, a response without <|endoftext|> scoring the "
-            "run's penalty; win rate vs an SFT sample, ties count half; ± is a 95% confidence interval.")
+    note = (f"judge: {ev.judge}\n\n{len(ev.records)} test prompts ({ev.test_path}), seed {args.seed}, "
+            f"temperature {args.temperature}; iteration 0 is --sft {args.sft}, the rest each run's "
+            f"iter<N>.pt. Proxy: mean score of the run's own RM ({proxies}) on the same responses, a "
+            "response without <|endoftext|> scoring the run's penalty; win rate vs an SFT sample, ties count "
+            "half; ± is a 95% confidence interval.")
     write_report(args, "curve", table, note, {"judge": ev.judge, "args": vars(args), "curves": curves})
     judged_by = "held-out labelers" if args.judge == "labelers" else "reward-model judge"
     plot_curve(curves, os.path.join(args.out_dir, "curve.png"), gold[0][1], judged_by)
@@ -480,8 +498,9 @@ def over_optimization(args, ev):
 
 
 def show_samples(records, answers, n, judged):
-    """Markdown: n test prompts, the first of each task kind in file order, with every policy's answer (its first
-    sample, the one the table judged) and, in the default world, the labelers' verdict on it."""
+    """Markdown: n test prompts, the first of each task kind in file order, with every policy's
+    answer (its first sample, the one the table judged) and, in the default world, the labelers'
+    verdict on it."""
     from data import labelers as L
     chosen, kinds = [], set()
     for i, rec in enumerate(records):
@@ -698,7 +717,8 @@ def plot_curve(curves, path, key="winrate_heldout", judge="held-out labelers"):
             ys, es = [p[k] for p in c["points"]], [p[k + "_ci"] for p in c["points"]]
             ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, label=run)
     gold.axhline(0.5, color="gray", lw=0.5)
-    for ax, label in ((proxy, "proxy: mean score of the run's own RM"), (gold, f"win rate against SFT ({judge})")):
+    for ax, label in ((proxy, "proxy: mean score of the run's own RM"), (gold,
+                                                                         f"win rate against SFT ({judge})")):
         ax.set_xlabel("√(KL from SFT), √nats")
         ax.set_ylabel(label)
     proxy.legend()

@@ -97,7 +97,9 @@ class GPTConfig:
     n_head: int = 12
     n_embd: int = 768
     dropout: float = 0.0
-    head: str = "lm"  # "lm": next-token logits; "scalar": unembedding removed, one number per position (RM and value, paper §3.5)
+    # "lm": next-token logits; "scalar": unembedding removed, one number per position (RM and value,
+    # paper §3.5)
+    head: str = "lm"
 
 
 class KVCache:
@@ -136,7 +138,8 @@ class CausalSelfAttention(nn.Module):
     def forward(self, x, attn_mask=None, kv_cache=None):
         B, T, C = x.size()
         q, k, v = self.c_attn(x).split(C, dim=2)
-        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))  # (B, nh, T, hs)
+        # (B, nh, T, hs)
+        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
         if kv_cache is not None:
             k, v = kv_cache.update(self.layer, k, v)  # (B, nh, t0+T, hs)
         dropout = self.dropout if self.training else 0.0
@@ -228,7 +231,8 @@ class GPT(nn.Module):
         if pos is None:
             pos = torch.arange(T, device=idx.device)[None]
         if pos.max() >= self.config.block_size:
-            raise ValueError(f"sequence position {int(pos.max())} is past the context of {self.config.block_size} tokens")
+            raise ValueError(f"sequence position {int(pos.max())} is past the context of "
+                             f"{self.config.block_size} tokens")
         x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
         for block in self.transformer.h:
             x = block(x, attn_mask, kv_cache)
@@ -262,16 +266,18 @@ class GPT(nn.Module):
         return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, fused=fused)
 
     def flops_per_token(self, T=None):
-        """Training FLOPs per token (forward + backward; a forward is a third) in sequences of T tokens (default: the
-        context), PaLM appendix B: 6N + 12·L·C·T. N counts the weights that take part in a matmul: all but the position
-        table, and the token table only as an LM head's unembedding (in a scalar-head model it is a lookup)."""
+        """Training FLOPs per token (forward + backward; a forward is a third) in sequences of T
+        tokens (default: the context), PaLM appendix B: 6N + 12·L·C·T. N counts the weights that
+        take part in a matmul: all but the position table, and the token table only as an LM head's
+        unembedding (in a scalar-head model it is a lookup)."""
         c = self.config
         n = self.num_params() - (self.transformer.wte.weight.numel() if c.head == "scalar" else 0)
         return 6 * n + 12 * c.n_layer * c.n_embd * (T or c.block_size)
 
 
 def scalar_head_model(lm):
-    """The SFT model with the unembedding removed and a scalar head (paper §3.5): the RM, and the value function."""
+    """The SFT model with the unembedding removed and a scalar head (paper §3.5): the RM, and the
+    value function."""
     model = GPT(replace(lm.config, head="scalar"))
     body = {k: v for k, v in lm.state_dict().items() if k.startswith("transformer.")}
     model.load_state_dict(body, strict=False)
@@ -338,9 +344,10 @@ def left_pad(prompts, pad_id, device="cpu"):
 
 
 def prefill(model, idx, prompt_mask, max_len, rows=16):
-    """The prompts' forward pass into a KV cache for max_len positions, and each row's last hidden state (B, C). Rows go
-    through in groups of similar length, each cut to its own longest prompt, so the pass is not spent on the padding of a
-    batch whose prompts differ in length; the cache is then laid out left-padded, as one batch would have left it."""
+    """The prompts' forward pass into a KV cache for max_len positions, and each row's last hidden
+    state (B, C). Rows go through in groups of similar length, each cut to its own longest prompt,
+    so the pass is not spent on the padding of a batch whose prompts differ in length; the cache is
+    then laid out left-padded, as one batch would have left it."""
     B, P = idx.shape
     x, cache = None, KVCache(model.config.n_layer, max_len)
     for group in prompt_mask.sum(1).argsort(stable=True).split(rows):
@@ -349,7 +356,8 @@ def prefill(model, idx, prompt_mask, max_len, rows=16):
         h = model.hidden(idx[group, P - n:], *positions_and_mask(prompt_mask[group, P - n:]), part)[:, -1]
         if x is None:
             x = h.new_empty(B, h.size(-1))
-            cache.k = [k.new_zeros(B, k.size(1), max_len, k.size(3)) for k in part.k]  # zeros: padding keys are masked, never NaN
+            # zeros: padding keys are masked, never NaN
+            cache.k = [k.new_zeros(B, k.size(1), max_len, k.size(3)) for k in part.k]
             cache.v = [v.new_zeros(B, v.size(1), max_len, v.size(3)) for v in part.v]
         x[group] = h
         for full, new in zip(cache.k + cache.v, part.k + part.v):
@@ -380,27 +388,32 @@ def generate(model, prompts, max_new_tokens, eot, temperature=1.0, top_k=None, t
     out = torch.full((B, max_new_tokens), eot, dtype=torch.long, device=device)
     logprobs = torch.zeros(B, max_new_tokens, device=device)
     response_mask = torch.zeros(B, max_new_tokens, dtype=torch.bool, device=device)
-    live = torch.arange(B, device=device)  # rows still sampling: a finished row leaves the batch and its cache
+    # rows still sampling: a finished row leaves the batch and its cache
+    live = torch.arange(B, device=device)
     for t in range(max_new_tokens):
         logits = sampling_logits(model.lm_head(x), temperature or 1.0, top_k, top_p)
         logp = F.log_softmax(logits, dim=-1)
         if temperature == 0:
             token = logits.argmax(-1)
         else:
-            # inverse CDF, one uniform per row: torch.multinomial draws an exponential per vocabulary entry,
-            # most of a small model's decode step on CPU (bench/generate.py). float64 keeps tiny probabilities.
-            # Every row draws its uniform, finished or not, so a row's sample does not depend on when the others end.
+            # inverse CDF, one uniform per row: torch.multinomial draws an exponential per
+            # vocabulary entry, most of a small model's decode step on CPU (bench/generate.py).
+            # float64 keeps tiny probabilities. Every row draws its uniform, finished or not, so a
+            # row's sample does not depend on when the others end.
             cdf = logp.double().exp().cumsum(-1)  # (live, V)
             total = cdf[:, -1:]
             u = torch.rand((B, 1), dtype=cdf.dtype, device=device, generator=generator)[live] * total
-            u = torch.minimum(u, total.nextafter(torch.zeros_like(total)))  # u < total: the index stays in range
-            token = torch.searchsorted(cdf, u, right=True).squeeze(-1)  # first cdf > u: never a zero-probability token
+            # u < total: the index stays in range
+            u = torch.minimum(u, total.nextafter(torch.zeros_like(total)))
+            # first cdf > u: never a zero-probability token
+            token = torch.searchsorted(cdf, u, right=True).squeeze(-1)
         out[live, t], logprobs[live, t] = token, logp.gather(-1, token[:, None]).squeeze(-1)
         response_mask[live, t] = True
         going = token != eot
         if not going.any() or t == max_new_tokens - 1:
             break
-        if not going.all():  # the finished rows leave the batch: its cache, positions and key mask shrink with it
+        # the finished rows leave the batch: its cache, positions and key mask shrink with it
+        if not going.all():
             live, token, next_pos, key_mask = live[going], token[going], next_pos[going], key_mask[going]
             cache.keep(going)
         x = model.hidden(token[:, None], next_pos + t, key_mask[:, None, None, :P + t + 1], cache)[:, -1]
@@ -410,22 +423,25 @@ def generate(model, prompts, max_new_tokens, eot, temperature=1.0, top_k=None, t
     return tokens, mask, logprobs[:, :N], response_mask[:, :N]
 
 
-def sample_responses(model, contexts, max_new_tokens, eot, temperature=1.0, batch_size=64, generator=None, ctx=None):
+def sample_responses(model, contexts, max_new_tokens, eot, temperature=1.0, batch_size=64, generator=None,
+                     ctx=None):
     """One sampled response per context (a token list): its tokens, <|endoftext|> last when it ended."""
     from contextlib import nullcontext
     out = []
     for i in range(0, len(contexts), batch_size):
         with ctx or nullcontext():
-            tokens, _, _, response_mask = generate(model, contexts[i:i + batch_size], max_new_tokens, eot, temperature, generator=generator)
+            tokens, _, _, response_mask = generate(model, contexts[i:i + batch_size], max_new_tokens, eot,
+                                                   temperature, generator=generator)
         P = tokens.size(1) - response_mask.size(1)
         out += [row[:sum(m)] for row, m in zip(tokens[:, P:].tolist(), response_mask.tolist())]
     return out
 
 
-def sample_texts(model, enc, prompts, max_new_tokens, temperature=1.0, batch_size=64, generator=None, ctx=None):
+def sample_texts(model, enc, prompts, max_new_tokens, temperature=1.0, batch_size=64, generator=None,
+                 ctx=None):
     """Sample one response per prompt string; returns (response text without <|endoftext|>, ended) pairs."""
-    responses = sample_responses(model, [enc.encode_ordinary(p) for p in prompts], max_new_tokens, enc.eot_token, temperature,
-                                 batch_size, generator, ctx)
+    responses = sample_responses(model, [enc.encode_ordinary(p) for p in prompts], max_new_tokens,
+                                 enc.eot_token, temperature, batch_size, generator, ctx)
     ended = [bool(r) and r[-1] == enc.eot_token for r in responses]
     return [(enc.decode(r[:-1] if e else r), e) for r, e in zip(responses, ended)]
 
@@ -460,7 +476,8 @@ def save_checkpoint(path, model, optimizer=None, scaler=None, **meta):
 
 def load_checkpoint(path, device="cpu"):
     if not os.path.isfile(path):
-        raise SystemExit(f"error: checkpoint {path} not found (train the stage that writes it first, or fix the path)")
+        raise SystemExit(f"error: checkpoint {path} not found (train the stage that writes it first, or fix "
+                         "the path)")
     try:
         return torch.load(path, map_location=device, weights_only=True)
     except Exception as e:
@@ -479,16 +496,20 @@ def model_from_checkpoint(ckpt, device="cpu", dropout=None):
 # --------------------------------------------------------------------------------------------------
 # Hugging Face GPT-2 checkpoints (pytorch_model.bin or model.safetensors), read without transformers
 
-GPT2_SIZES = {"gpt2": (12, 12, 768), "gpt2-medium": (24, 16, 1024), "gpt2-large": (36, 20, 1280), "gpt2-xl": (48, 25, 1600)}
-CACHE_DIR = os.environ.get("INSTRUCTGPT_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "instructgpt"))
-SAFETENSORS_DTYPES = {"F32": np.float32, "F16": np.float16, "BF16": np.uint16, "F64": np.float64, "I64": np.int64, "U8": np.uint8, "BOOL": np.bool_}
+GPT2_SIZES = {"gpt2": (12, 12, 768), "gpt2-medium": (24, 16, 1024), "gpt2-large": (36, 20, 1280),
+              "gpt2-xl": (48, 25, 1600)}
+CACHE_DIR = os.environ.get("INSTRUCTGPT_CACHE",
+                           os.path.join(os.path.expanduser("~"), ".cache", "instructgpt"))
+SAFETENSORS_DTYPES = {"F32": np.float32, "F16": np.float16, "BF16": np.uint16, "F64": np.float64,
+                      "I64": np.int64, "U8": np.uint8, "BOOL": np.bool_}
 
 
 CONV1D = ("c_attn.weight", "c_proj.weight", "c_fc.weight")  # Hugging Face's Conv1D: (in, out)
 
 
 def read_safetensors(path):
-    """The format: 8-byte little-endian header length, a JSON header {name: {dtype, shape, data_offsets}}, raw bytes."""
+    """The format: 8-byte little-endian header length, a JSON header {name: {dtype, shape,
+    data_offsets}}, raw bytes."""
     with open(path, "rb") as f:
         n = int.from_bytes(f.read(8), "little")
         header = json.loads(f.read(n))
@@ -525,7 +546,8 @@ def download(url, dest):
             while chunk := response.read(1 << 20):
                 f.write(chunk)
                 done += len(chunk)
-                print(f"\rdownloading {url}: {done / 2**20:.1f}/{total / 2**20:.1f} MiB", end="", file=sys.stderr, flush=True)
+                print(f"\rdownloading {url}: {done / 2**20:.1f}/{total / 2**20:.1f} MiB", end="",
+                      file=sys.stderr, flush=True)
     print(file=sys.stderr)
     if total > have and done != total:
         raise OSError(f"connection closed after {done} of {total} bytes; rerun to resume")
@@ -542,7 +564,8 @@ def _gpt2_folder(name):
         download(url, os.path.join(folder, "model.safetensors"))
     except OSError as e:
         raise SystemExit(f"error: could not download {url} ({e}); offline, place {name}'s model.safetensors "
-                         f"(or pytorch_model.bin) in {folder}/, or pass that folder's path instead of '{name}'")
+                         f"(or pytorch_model.bin) in {folder}/, or pass that folder's path instead of "
+                         f"'{name}'")
     return folder
 
 
@@ -554,7 +577,8 @@ def from_pretrained(name_or_path, block_size=None, dropout=0.0):
         folder = name_or_path
         config_file = os.path.join(folder, "config.json")
         if not os.path.isfile(config_file):
-            raise SystemExit(f"error: {config_file} not found: a GPT-2 folder needs config.json beside its weights")
+            raise SystemExit(f"error: {config_file} not found: a GPT-2 folder needs config.json beside its "
+                             "weights")
         with open(config_file) as f:
             hf = json.load(f)
         n_layer, n_head, n_embd = hf["n_layer"], hf["n_head"], hf["n_embd"]
@@ -571,7 +595,8 @@ def from_pretrained(name_or_path, block_size=None, dropout=0.0):
         sd = torch.load(bin_, map_location="cpu", weights_only=True)
     else:
         raise SystemExit(f"error: no model.safetensors or pytorch_model.bin in {folder}")
-    config = GPTConfig(block_size=block_size or n_ctx, vocab_size=vocab, n_layer=n_layer, n_head=n_head, n_embd=n_embd, dropout=dropout)
+    config = GPTConfig(block_size=block_size or n_ctx, vocab_size=vocab, n_layer=n_layer, n_head=n_head,
+                       n_embd=n_embd, dropout=dropout)
     model = GPT(config)
     ours = model.state_dict()
     theirs = {k.removeprefix("transformer."): v for k, v in sd.items()}

@@ -216,7 +216,8 @@ def minibatch_rows(batch_size, minibatch_size, rank, world_size, generator):
     global rows [r·B/W, (r+1)·B/W), i.e. whole blocks, so each rank's share of every minibatch is
     minibatch_size/W rows. Returns the rank's local row indices of each minibatch."""
     n_minibatches, blocks_per_rank = batch_size // minibatch_size, minibatch_size // world_size
-    choice = torch.rand(minibatch_size, n_minibatches, generator=generator).argsort(1)  # (blocks, n_minibatches)
+    # (blocks, n_minibatches)
+    choice = torch.rand(minibatch_size, n_minibatches, generator=generator).argsort(1)
     mine = choice[rank * blocks_per_rank:(rank + 1) * blocks_per_rank]
     return [torch.arange(blocks_per_rank) * n_minibatches + mine[:, k] for k in range(n_minibatches)]
 
@@ -393,29 +394,38 @@ def assert_ranks_agree(*models):
 
 parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter)
 # data
-parser.add_argument("--prompts", default="data/world/ppo_prompts.jsonl", help="PPO prompts: JSONL of {prompt}")
+parser.add_argument("--prompts", default="data/world/ppo_prompts.jsonl",
+                    help="PPO prompts: JSONL of {prompt}")
 parser.add_argument("--ptx_data", default="data/world/corpus_train.txt",
                     help="PPO-ptx's pretraining text: one document per line, or a .jsonl of {text}")
 # models
-parser.add_argument("--policy", default="out/sft/model.pt", help="the SFT checkpoint: initial policy and π_SFT")
-parser.add_argument("--rm", default="out/rm/model.pt", help="the reward model; the value function starts from it")
+parser.add_argument("--policy", default="out/sft/model.pt",
+                    help="the SFT checkpoint: initial policy and π_SFT")
+parser.add_argument("--rm", default="out/rm/model.pt",
+                    help="the reward model; the value function starts from it")
 # rollouts: the bandit environment
-parser.add_argument("--iterations", type=int, default=50, help="PPO iterations (rollout batch, score, update)")
+parser.add_argument("--iterations", type=int, default=50,
+                    help="PPO iterations (rollout batch, score, update)")
 parser.add_argument("--batch_size", type=int, default=64, help="rollouts per iteration, over all processes")
-parser.add_argument("--max_new_tokens", type=int, default=48, help="response length limit in tokens, eot included")
-parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (> 0) of every log-prob")
+parser.add_argument("--max_new_tokens", type=int, default=48,
+                    help="response length limit in tokens, eot included")
+parser.add_argument("--temperature", type=float, default=1.0,
+                    help="sampling temperature (> 0) of every log-prob")
 parser.add_argument("--missing_eot_penalty", type=float, default=-1.0, help="score of a response without eot")
 parser.add_argument("--reward_clip", type=float, default=0.0, help="clip the RM score to [-c, c] (0: off)")
 # KL penalty to the SFT model
 parser.add_argument("--kl_coef", type=float, default=0.05, help="β, the per-token KL penalty's weight")
 parser.add_argument("--adaptive_kl", action="store_true", help="adapt β towards --target_kl (Ziegler et al.)")
 parser.add_argument("--target_kl", type=float, default=6.0, help="with --adaptive_kl: KL per response, nats")
-parser.add_argument("--horizon", type=int, default=10000, help="with --adaptive_kl: controller horizon, episodes")
+parser.add_argument("--horizon", type=int, default=10000,
+                    help="with --adaptive_kl: controller horizon, episodes")
 # PPO
 parser.add_argument("--ppo_epochs", type=int, default=4, help="passes over each rollout batch")
-parser.add_argument("--minibatch_size", type=int, default=16, help="rollouts per gradient step, all processes")
+parser.add_argument("--minibatch_size", type=int, default=16,
+                    help="rollouts per gradient step, all processes")
 parser.add_argument("--lr", type=float, default=5e-5, help="policy learning rate (AdamW, constant)")
-parser.add_argument("--value_lr", type=float, default=1e-4, help="value-function learning rate (AdamW, constant)")
+parser.add_argument("--value_lr", type=float, default=1e-4,
+                    help="value-function learning rate (AdamW, constant)")
 parser.add_argument("--weight_decay", type=float, default=0.0, help="AdamW weight decay on matrices")
 parser.add_argument("--grad_clip", type=float, default=1.0, help="max gradient norm per network (0: off)")
 parser.add_argument("--cliprange", type=float, default=0.2, help="ε: ratio π/π_old clipped to [1-ε, 1+ε]")
@@ -427,12 +437,15 @@ parser.add_argument("--lam", type=float, default=0.95, help="GAE λ")
 parser.add_argument("--ptx_coef", type=float, default=1.0, help="γ of equation (2) (0: plain PPO)")
 parser.add_argument("--ptx_batch_size", type=int, default=4, help="pretraining sequences per policy step")
 # output
-parser.add_argument("--sample_interval", type=int, default=10, help="print samples every N iterations (0: never)")
+parser.add_argument("--sample_interval", type=int, default=10,
+                    help="print samples every N iterations (0: never)")
 parser.add_argument("--num_samples", type=int, default=3, help="samples printed each --sample_interval")
-parser.add_argument("--save_interval", type=int, default=10, help="checkpoints every N iterations and at the end")
+parser.add_argument("--save_interval", type=int, default=10,
+                    help="checkpoints every N iterations and at the end")
 parser.add_argument("--out_dir", default="out/ppo", help="writes last.pt, model.pt, iter<N>.pt, log.jsonl")
 parser.add_argument("--resume", action="store_true", help="continue exactly from out_dir/last.pt")
-parser.add_argument("--seed", type=int, default=1337, help="seed of prompts, samples, minibatches, ptx batches")
+parser.add_argument("--seed", type=int, default=1337,
+                    help="seed of prompts, samples, minibatches, ptx batches")
 add_compute_args(parser, compile=False)
 
 
@@ -480,7 +493,8 @@ def load_ptx_stream(path, enc, block_size):
     stream = torch.from_numpy(stream)
     n_ptx = (len(stream) - 1) // block_size
     if n_ptx == 0:
-        raise SystemExit(f"error: {path} holds fewer than {block_size + 1} tokens: not one pretraining sequence")
+        raise SystemExit(f"error: {path} holds fewer than {block_size + 1} tokens: not one pretraining "
+                         "sequence")
     return stream, n_ptx
 
 
@@ -520,8 +534,8 @@ def main(argv=None):
     tokenizer, policy, value, ref, rm, last = load_models(args, device)
     enc = get_tokenizer(tokenizer)
     eot, block_size = enc.eot_token, policy.config.block_size
-    print0(f"policy: {policy.num_params() / 1e6:.2f}M parameters, context {block_size}, tokenizer {tokenizer}; "
-           f"value function from {os.path.join(args.out_dir, 'last.pt') if last else args.rm}; "
+    print0(f"policy: {policy.num_params() / 1e6:.2f}M parameters, context {block_size}, tokenizer "
+           f"{tokenizer}; value function from {os.path.join(args.out_dir, 'last.pt') if last else args.rm}; "
            f"{'PPO-ptx, γ = ' + str(args.ptx_coef) if args.ptx_coef else 'plain PPO'}")
 
     # data
@@ -599,8 +613,8 @@ def main(argv=None):
                                  chunk=args.minibatch_size // world_size)
         sync()
         t2 = time.time()
-        stats = ppo_update(policy, value, (policy_opt, value_opt), rollout, beta, iteration, args, ctx, scaler,
-                           ptx_batch(iteration) if args.ptx_coef > 0 else None, saved)
+        stats = ppo_update(policy, value, (policy_opt, value_opt), rollout, beta, iteration, args, ctx,
+                           scaler, ptx_batch(iteration) if args.ptx_coef > 0 else None, saved)
         t3 = time.time()
         iteration += 1
         logged = [k for k in LOGGED if k != "ptx_loss" or args.ptx_coef > 0]

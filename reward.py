@@ -82,7 +82,8 @@ def load_rankings(path, enc, block_size, flat_pairs=False):
             empty = [not c.strip() for c in completions].index(True) + 1
             raise SystemExit(f"error: {where}: completion {empty} is empty")
         if len(set(completions)) < len(completions):
-            raise SystemExit(f"error: {where}: duplicate completions: a ranking of identical texts says nothing")
+            raise SystemExit(f"error: {where}: duplicate completions: a ranking of identical texts says "
+                             "nothing")
         prompt = enc.encode_ordinary(r["prompt"])
         seqs = [prompt + enc.encode_ordinary(c) + [enc.eot_token] for c in completions]
         if max(map(len, seqs)) > block_size:
@@ -134,7 +135,8 @@ parser.add_argument("--val_heldout", default=None, help="the same prompts ranked
                     "('': none) [default: <world>/rm_val_heldout.jsonl]")
 parser.add_argument("--demos", default=None, help="demonstrations JSONL {prompt, response}, scored 0 on "
                     "average after the shift [default: <world>/sft_train.jsonl]")
-parser.add_argument("--flat_pairs", action="store_true", help="ablation: the C(K,2) pairs as separate examples")
+parser.add_argument("--flat_pairs", action="store_true",
+                    help="ablation: the C(K,2) pairs as separate examples")
 # model
 parser.add_argument("--sft", default="out/sft/model.pt", help="the SFT checkpoint the RM starts from")
 parser.add_argument("--init_rm", default=None, help="a reward model to continue instead (a later round)")
@@ -190,7 +192,8 @@ def evaluate(model, rankings, micro, device, ctx):
         with ctx:
             rewards, k = forward_rankings(model, batch, device)
         loss, (correct, pairs) = ranking_loss(rewards, k)
-        totals += torch.stack([loss * len(batch), torch.tensor(len(batch), device=device), correct, pairs]).float()
+        totals += torch.stack([loss * len(batch), torch.tensor(len(batch), device=device), correct,
+                               pairs]).float()
     if dist.is_initialized():
         dist.all_reduce(totals)
     model.train()
@@ -248,15 +251,16 @@ def main(argv=None):
     heldout, _, heldout_categories = (load_rankings(args.val_heldout, enc, block_size) if args.val_heldout
                                       else ([], [], []))
     if dropped:
-        print0(f"warning: dropped {len(dropped)} rankings with a completion longer than the {block_size}-token "
-               f"context (first: {dropped[0]})")
+        print0(f"warning: dropped {len(dropped)} rankings with a completion longer than the "
+               f"{block_size}-token context (first: {dropped[0]})")
     if len(train) < args.batch_size:
         raise SystemExit(f"error: {len(train)} training rankings is fewer than --batch_size {args.batch_size}")
     steps_per_epoch = len(train) // args.batch_size
     max_steps = args.max_steps or args.epochs * steps_per_epoch
     n_pairs = sum(len(r) * (len(r) - 1) // 2 for r in train)
-    print0(f"data: {len(train)} {'pairs (flat)' if args.flat_pairs else 'rankings'} with {n_pairs} comparisons, "
-           f"{len(val)} validation rankings, {len(heldout)} by held-out labelers; {max_steps} steps")
+    kind = "pairs (flat)" if args.flat_pairs else "rankings"
+    print0(f"data: {len(train)} {kind} with {n_pairs} comparisons, {len(val)} validation rankings, "
+           f"{len(heldout)} by held-out labelers; {max_steps} steps")
 
     # optimizer, resume
     optimizer = model.configure_optimizer(args.weight_decay, args.lr, device_type=device_type)

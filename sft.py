@@ -82,7 +82,8 @@ parser.add_argument("--world", default="data/world", help="folder of the generat
 # model
 parser.add_argument("--init", default=None, help="a .pt of ours, a GPT-2 name or folder, or 'scratch' "
                     "[default: out/base/model.pt; scratch with --pretrain]")
-parser.add_argument("--tokenizer", default="gpt2-world", help="with --init scratch: gpt2, gpt2-world or gpt2-V")
+parser.add_argument("--tokenizer", default="gpt2-world",
+                    help="with --init scratch: gpt2, gpt2-world or gpt2-V")
 parser.add_argument("--n_layer", type=int, default=4, help="with --init scratch: transformer blocks")
 parser.add_argument("--n_head", type=int, default=4, help="with --init scratch: attention heads")
 parser.add_argument("--n_embd", type=int, default=128, help="with --init scratch: width")
@@ -97,14 +98,16 @@ parser.add_argument("--batch_size", type=int, default=None, help="examples per o
                     "[default: 32; 8 with --pretrain]")
 parser.add_argument("--micro_batch_size", type=int, default=None, help="examples per forward pass "
                     "[default: 8 or a divisor of the examples per process; all of them with --pretrain]")
-parser.add_argument("--lr", type=float, default=None, help="peak learning rate [default: 1e-3; 2e-3 with --pretrain]")
+parser.add_argument("--lr", type=float, default=None,
+                    help="peak learning rate [default: 1e-3; 2e-3 with --pretrain]")
 parser.add_argument("--min_lr_ratio", type=float, default=0.1, help="cosine decay ends at lr * this")
 parser.add_argument("--warmup_steps", type=int, default=20, help="linear warm-up steps")
 parser.add_argument("--weight_decay", type=float, default=0.1, help="AdamW weight decay on matrices")
 parser.add_argument("--grad_clip", type=float, default=1.0, help="max gradient norm (0: off)")
 parser.add_argument("--seed", type=int, default=1337, help="seed of the data order and dropout")
 # evaluation, selection and output
-parser.add_argument("--eval_interval", type=int, default=100, help="validation every N steps and each epoch end")
+parser.add_argument("--eval_interval", type=int, default=100,
+                    help="validation every N steps and each epoch end")
 parser.add_argument("--log_interval", type=int, default=10, help="a progress line every N steps")
 parser.add_argument("--select_by", choices=["val_loss", "rm"], default="val_loss",
                     help="which epoch's checkpoint becomes model.pt")
@@ -134,7 +137,8 @@ def load_model(args, device):
     if args.init.endswith(".pt"):
         init = load_checkpoint(args.init)  # a missing file stops here, naming it
         if init["model_config"].get("head") != "lm":
-            raise SystemExit(f"error: {args.init} is a reward/value checkpoint; SFT starts from a language model")
+            raise SystemExit(f"error: {args.init} is a reward/value checkpoint; SFT starts from a language "
+                             "model")
         return model_from_checkpoint(init, device, args.dropout), init["tokenizer"], None
     # a GPT-2 name or a Hugging Face folder
     return from_pretrained(args.init, dropout=args.dropout).to(device), "gpt2", None
@@ -250,20 +254,23 @@ def main(argv=None):
 
     # data
     mode = "corpus" if args.pretrain else "sft"
-    train_path = args.train or os.path.join(args.world, "corpus_train.txt" if args.pretrain else "sft_train.jsonl")
+    train_path = args.train or os.path.join(args.world,
+                                            "corpus_train.txt" if args.pretrain else "sft_train.jsonl")
     val_path = args.val or os.path.join(args.world, "corpus_val.txt" if args.pretrain else "sft_val.jsonl")
     train_examples, dropped = load_examples(train_path, enc, block_size, args.pretrain)
     val_examples, val_dropped = load_examples(val_path, enc, block_size, args.pretrain)
-    val_examples.sort(key=lambda e: len(e[0]))  # the loss is a sum over examples: batches in length order pad little
+    # the loss is a sum over examples: batches in length order pad little
+    val_examples.sort(key=lambda e: len(e[0]))
     for name, d, kept in (("training", dropped, train_examples), ("validation", val_dropped, val_examples)):
         if d:
-            print0(f"warning: dropped {len(d)} {name} demonstrations longer than the {block_size}-token context "
-                   f"(first: {d[0]})")
+            print0(f"warning: dropped {len(d)} {name} demonstrations longer than the {block_size}-token "
+                   f"context (first: {d[0]})")
         if not kept:
             raise SystemExit(f"error: no {name} examples fit the {block_size}-token context "
                              f"({train_path if name == 'training' else val_path})")
     if len(train_examples) < args.batch_size:
-        raise SystemExit(f"error: {len(train_examples)} training examples is fewer than --batch_size {args.batch_size}")
+        raise SystemExit(f"error: {len(train_examples)} training examples is fewer than --batch_size "
+                         f"{args.batch_size}")
     steps_per_epoch = len(train_examples) // args.batch_size
     max_steps = args.max_steps or args.epochs * steps_per_epoch
     print0(f"data: {len(train_examples)} train / {len(val_examples)} val {mode} examples from {train_path}; "
@@ -288,8 +295,8 @@ def main(argv=None):
 
     def checkpoint(name, optimizer=None, **extra):
         if master:
-            save_checkpoint(os.path.join(args.out_dir, name), raw_model, optimizer, tokenizer=tokenizer, step=step,
-                            args=vars(args), **extra)
+            save_checkpoint(os.path.join(args.out_dir, name), raw_model, optimizer, tokenizer=tokenizer,
+                            step=step, args=vars(args), **extra)
 
     base_val_loss = None
     if step == 0:
@@ -354,9 +361,10 @@ def main(argv=None):
             best = min(range(len(history)), key=lambda i: history[i][1])
         best_step, best_val = history[best]
         selected = load_checkpoint(os.path.join(args.out_dir, f"step{best_step}.pt"))
-        save_checkpoint(os.path.join(args.out_dir, "model.pt"), model_from_checkpoint(selected), tokenizer=tokenizer,
-                        step=best_step, args=vars(args), val_loss=best_val)
-        print0(f"selected step{best_step}.pt by {args.select_by} -> {args.out_dir}/model.pt | val_loss {best_val:.4f}"
+        save_checkpoint(os.path.join(args.out_dir, "model.pt"), model_from_checkpoint(selected),
+                        tokenizer=tokenizer, step=best_step, args=vars(args), val_loss=best_val)
+        print0(f"selected step{best_step}.pt by {args.select_by} -> {args.out_dir}/model.pt | val_loss "
+               f"{best_val:.4f}"
                + (f" (before training: {base_val_loss:.4f})" if base_val_loss is not None else ""))
         records = [] if args.pretrain or args.resume else read_jsonl(val_path, ["prompt"])
         if records and "spec" in records[0]:  # the default world: ask its held-out labelers too

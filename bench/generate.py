@@ -22,19 +22,25 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import add_model_args, header, hf_config, interleaved, resolve_model_args, same_weights_pair, timed  # noqa: E402
+from harness import (add_model_args, header, hf_config, interleaved, resolve_model_args,  # noqa: E402
+                     same_weights_pair, timed)
 from model import generate  # noqa: E402  (harness put the repository root on sys.path)
 
-parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
 add_model_args(parser)
 # workload
 parser.add_argument("--batch_size", type=int, default=8, help="prompts sampled together")
 parser.add_argument("--prompt_len", type=int, default=32, help="tokens in each (random) prompt")
-parser.add_argument("--new_tokens", type=int, default=64, help="tokens sampled per prompt; both sides produce exactly this many")
-parser.add_argument("--repeats", type=int, help="timed runs of each, after one warm-up; the median is reported (default: 20 tiny, 5 gpt2)")
+parser.add_argument("--new_tokens", type=int, default=64,
+                    help="tokens sampled per prompt; both sides produce exactly this many")
+parser.add_argument("--repeats", type=int,
+                    help="timed runs of each, after one warm-up; the median is reported (default: 20 tiny, 5 "
+                         "gpt2)")
 args = parser.parse_args()
 device = resolve_model_args(args)
-assert args.prompt_len + args.new_tokens <= args.block_size, "--prompt_len + --new_tokens must fit in --block_size"
+assert args.prompt_len + args.new_tokens <= args.block_size, \
+    "--prompt_len + --new_tokens must fit in --block_size"
 args.repeats = args.repeats or (5 if args.preset == "gpt2" else 20)
 assert args.repeats >= 1, "--repeats must be at least 1"
 
@@ -58,13 +64,15 @@ prompt = torch.randint(0, V - 1, (B, P), generator=torch.Generator().manual_seed
 # The two samplers, each returning how many new tokens it produced
 
 prompt_lists = prompt.tolist()
-hf_generation = transformers.GenerationConfig(do_sample=True, temperature=1.0, top_k=0, top_p=1.0, max_new_tokens=N,
+hf_generation = transformers.GenerationConfig(do_sample=True, temperature=1.0, top_k=0, top_p=1.0,
+                                              max_new_tokens=N,
                                               eos_token_id=None, pad_token_id=None, num_beams=1)
 attention_mask = torch.ones_like(prompt)
 
 
 def run_ours():
-    tokens, _, logprobs, _ = generate(ours, prompt_lists, N, eot=V)  # eot = V: never sampled, so no early stop
+    # eot = V: never sampled, so no early stop
+    tokens, _, logprobs, _ = generate(ours, prompt_lists, N, eot=V)
     return logprobs.numel()
 
 
@@ -77,14 +85,17 @@ samplers = {"ours": run_ours, "transformers": run_theirs}
 for name, fn in samplers.items():  # the token-count check (the warm-up is in interleaved)
     n, _ = timed(fn, device)
     assert n == B * N, f"{name} produced {n} tokens, expected batch x new_tokens = {B * N}"
-times = interleaved(samplers, args.repeats, warmup=0, device=device)  # A B A B: a slow spell of the machine hits both
+# A B A B: a slow spell of the machine hits both
+times = interleaved(samplers, args.repeats, warmup=0, device=device)
 tok_s = {name: B * N / statistics.median(t) for name, t in times.items()}
 
 # -----------------------------------------------------------------------------
 
 print(f"fp32 | max logit diff ours vs transformers {max_diff:.1e}")
-print(f"workload: batch {B} | prompt {P} | new tokens {N} | temperature 1, no top-k/top-p | median of {args.repeats} after 1 warm-up")
+print(f"workload: batch {B} | prompt {P} | new tokens {N} | temperature 1, no top-k/top-p | median of "
+      f"{args.repeats} after 1 warm-up")
 for name in samplers:
     ms = sorted(t * 1e3 for t in times[name])
-    print(f"{name:>12}: {tok_s[name]:10,.0f} tok/s   (ms per run: median {statistics.median(ms):.0f}, min {ms[0]:.0f}, max {ms[-1]:.0f})")
+    print(f"{name:>12}: {tok_s[name]:10,.0f} tok/s   (ms per run: median {statistics.median(ms):.0f}, min "
+          f"{ms[0]:.0f}, max {ms[-1]:.0f})")
 print(f"ratio ours/transformers: {tok_s['ours'] / tok_s['transformers']:.2f}x")

@@ -16,7 +16,9 @@ import time
 import torch
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
-sys.path.insert(0, ROOT)  # model.py, sft.py, reward.py, ppo.py: the repository root before bench/ (bench/ppo.py is not ppo.py)
+# model.py, sft.py, reward.py, ppo.py: the repository root before bench/ (bench/ppo.py is not
+# ppo.py)
+sys.path.insert(0, ROOT)
 
 PRESETS = {  # n_layer, n_head, n_embd, vocab_size, block_size
     "tiny": (4, 4, 128, 2048, 256),  # the default world's model
@@ -28,14 +30,17 @@ SHAPE = ("n_layer", "n_head", "n_embd", "vocab_size", "block_size")
 def add_model_args(parser):
     """--preset and its per-field overrides, --threads, --device, --seed."""
     # model shape: a preset, any flag given overrides it
-    parser.add_argument("--preset", choices=PRESETS, default="tiny", help="tiny = 4 layers/4 heads/128 dims/vocab 2048/block 256; gpt2 = 12/12/768/50257/1024")
+    parser.add_argument("--preset", choices=PRESETS, default="tiny",
+                        help="tiny = 4 layers/4 heads/128 dims/vocab 2048/block 256; gpt2 = "
+                             "12/12/768/50257/1024")
     parser.add_argument("--n_layer", type=int, help="transformer blocks (default: from --preset)")
     parser.add_argument("--n_head", type=int, help="attention heads (default: from --preset)")
     parser.add_argument("--n_embd", type=int, help="model width (default: from --preset)")
     parser.add_argument("--vocab_size", type=int, help="vocabulary size (default: from --preset)")
     parser.add_argument("--block_size", type=int, help="context length (default: from --preset)")
     # machine
-    parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch.set_num_threads (default: all cores)")
+    parser.add_argument("--threads", type=int, default=os.cpu_count(),
+                        help="torch.set_num_threads (default: all cores)")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where both sides run")
     parser.add_argument("--seed", type=int, default=0, help="seed of the weights and the data")
 
@@ -64,36 +69,45 @@ def cpu_name():
 def header(args, packages=()):
     """The versions, machine and model shape, printed first by every bench script."""
     import importlib.metadata as md
-    versions = [f"torch {torch.__version__}"] + [f"{p} {md.version(p)}" for p in packages] + [f"python {platform.python_version()}"]
+    versions = [f"torch {torch.__version__}"] + [f"{p} {md.version(p)}" for p in packages]
+    versions.append(f"python {platform.python_version()}")
     print(" | ".join(versions))
     if args.device == "cuda":
         print(f"device cuda ({torch.cuda.get_device_name()})")
     else:
-        print(f"device cpu ({cpu_name()}, nproc {os.cpu_count()}, {args.threads} threads; load average {os.getloadavg()[0]:.1f} at start)")
+        print(f"device cpu ({cpu_name()}, nproc {os.cpu_count()}, {args.threads} threads; load average "
+              f"{os.getloadavg()[0]:.1f} at start)")
     print(f"model {args.preset}: " + " | ".join(f"{k} {getattr(args, k)}" for k in SHAPE), flush=True)
     if args.device == "cpu" and args.threads > 1 and os.getloadavg()[0] > os.cpu_count() - args.threads + 0.5:
-        print(f"warning: the machine is busy (load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores): with {args.threads} threads "
-              f"per process OpenMP threads wait on preempted peers and runs can be 5-20x slower, which skews the ratio; "
+        print(f"warning: the machine is busy (load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} "
+              f"cores): with {args.threads} threads "
+              "per process OpenMP threads wait on preempted peers and runs can be 5-20x slower, which skews "
+              "the ratio; "
               f"use --threads 1 (or OMP_WAIT_POLICY=PASSIVE)", flush=True)
 
 
 def hf_config(args, dropout=0.0, **extra):
-    """transformers.GPT2Config of the same shape as ours (GELU-tanh, LayerNorm eps 1e-5, tied unembedding, as in model.py)."""
+    """transformers.GPT2Config of the same shape as ours (GELU-tanh, LayerNorm eps 1e-5, tied
+    unembedding, as in model.py)."""
     import transformers
-    return transformers.GPT2Config(vocab_size=args.vocab_size, n_positions=args.block_size, n_embd=args.n_embd, n_layer=args.n_layer,
-                                   n_head=args.n_head, resid_pdrop=dropout, embd_pdrop=dropout, attn_pdrop=dropout,
+    return transformers.GPT2Config(vocab_size=args.vocab_size, n_positions=args.block_size,
+                                   n_embd=args.n_embd, n_layer=args.n_layer,
+                                   n_head=args.n_head, resid_pdrop=dropout, embd_pdrop=dropout,
+                                   attn_pdrop=dropout,
                                    bos_token_id=None, eos_token_id=None, **extra)
 
 
 def same_weights_pair(hf_model, dropout=0.0):
-    """Ours (model.GPT, LM head) loaded from hf_model's save_pretrained folder: same weights, checked on a random batch."""
+    """Ours (model.GPT, LM head) loaded from hf_model's save_pretrained folder: same weights,
+    checked on a random batch."""
     from model import from_pretrained
     with tempfile.TemporaryDirectory() as folder:
         hf_model.save_pretrained(folder)
         ours = from_pretrained(folder, dropout=dropout)
     device = next(hf_model.parameters()).device
     ours = ours.to(device)
-    x = torch.randint(0, ours.config.vocab_size, (2, 16), generator=torch.Generator().manual_seed(0)).to(device)
+    x = torch.randint(0, ours.config.vocab_size, (2, 16),
+                      generator=torch.Generator().manual_seed(0)).to(device)
     was_training = (hf_model.training, ours.training)
     hf_model.eval(), ours.eval()
     with torch.no_grad():
@@ -113,7 +127,8 @@ def offline_tokenizer(vocab_size, pad_id=0):
     vocab.update({"<pad>": pad_id, "<eos>": eos_id})
     tok = Tokenizer(models.WordLevel(vocab, unk_token="<pad>"))
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    out = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<eos>", pad_token="<pad>", unk_token="<pad>")
+    out = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<eos>", pad_token="<pad>",
+                                  unk_token="<pad>")
     assert out.eos_token_id == eos_id and out.pad_token_id == pad_id
     return out
 
@@ -150,8 +165,8 @@ def timed(fn, device="cpu"):
 
 
 def interleaved(fns, repeats, warmup=1, device="cpu"):
-    """Run each of fns (name -> callable) warmup times, then repeats rounds of all of them in turn (A B A B ...).
-    Returns name -> list of seconds of the timed rounds."""
+    """Run each of fns (name -> callable) warmup times, then repeats rounds of all of them in turn
+    (A B A B ...). Returns name -> list of seconds of the timed rounds."""
     for _ in range(warmup):
         for fn in fns.values():
             timed(fn, device)
@@ -188,7 +203,8 @@ def trainer_interleave(ours_fn, device="cpu"):
 
 
 def quiet_trainer(trainer):
-    """Remove the progress bar / log printer callbacks: one line per step would swamp the report (their cost is tiny)."""
+    """Remove the progress bar / log printer callbacks: one line per step would swamp the report
+    (their cost is tiny)."""
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
     for cb in (PrinterCallback, ProgressCallback):
         trainer.remove_callback(cb)

@@ -19,18 +19,29 @@ Assumptions, written out so they can be checked:
 """
 import argparse
 
-GPT2 = {"gpt2 (124M)": (12, 768), "gpt2-medium (355M)": (24, 1024), "gpt2-large (774M)": (36, 1280), "gpt2-xl (1.5B)": (48, 1600)}
+GPT2 = {"gpt2 (124M)": (12, 768), "gpt2-medium (355M)": (24, 1024), "gpt2-large (774M)": (36, 1280),
+        "gpt2-xl (1.5B)": (48, 1600)}
 V, CTX, GiB = 50257, 1024, 2**30
 
-parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-parser.add_argument("--nproc", type=int, default=8, help="DDP processes (GPUs); per-process batches are the global ones divided by this")
-parser.add_argument("--seq", type=int, default=1024, help="tokens per sequence (prompt + response) in SFT, RM and PPO updates")
-parser.add_argument("--sft_micro_batch", type=int, default=4, help="sft.py --micro_batch_size: sequences per forward pass per process")
-parser.add_argument("--rm_micro_batch", type=int, default=2, help="reward.py --micro_batch_size: rankings per forward pass per process (x K completions)")
+parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+parser.add_argument("--nproc", type=int, default=8,
+                    help="DDP processes (GPUs); per-process batches are the global ones divided by this")
+parser.add_argument("--seq", type=int, default=1024,
+                    help="tokens per sequence (prompt + response) in SFT, RM and PPO updates")
+parser.add_argument("--sft_micro_batch", type=int, default=4,
+                    help="sft.py --micro_batch_size: sequences per forward pass per process")
+parser.add_argument("--rm_micro_batch", type=int, default=2,
+                    help="reward.py --micro_batch_size: rankings per forward pass per process (x K "
+                         "completions)")
 parser.add_argument("--k", type=int, default=2, help="completions per ranking (2 for HH-RLHF pairs)")
-parser.add_argument("--ppo_batch", type=int, default=64, help="ppo.py --batch_size: rollouts per iteration over all processes (sampled at once)")
-parser.add_argument("--ppo_minibatch", type=int, default=16, help="ppo.py --minibatch_size: rollouts per gradient step over all processes")
-parser.add_argument("--ptx_batch", type=int, default=8, help="ppo.py --ptx_batch_size: pretraining sequences per policy step over all processes (0: plain PPO)")
+parser.add_argument("--ppo_batch", type=int, default=64,
+                    help="ppo.py --batch_size: rollouts per iteration over all processes (sampled at once)")
+parser.add_argument("--ppo_minibatch", type=int, default=16,
+                    help="ppo.py --minibatch_size: rollouts per gradient step over all processes")
+parser.add_argument("--ptx_batch", type=int, default=8,
+                    help="ppo.py --ptx_batch_size: pretraining sequences per policy step over all processes "
+                         "(0: plain PPO)")
 args = parser.parse_args()
 
 
@@ -42,8 +53,12 @@ def activations(n_layer, d, sequences, tokens, logits=True):
     return sequences * tokens * (34 * d * n_layer + (10 * V if logits else 0))
 
 
-print(f"per-process memory estimate, GiB ({args.nproc} processes, {args.seq}-token sequences, bf16 autocast, AdamW)")
-print(f"| model | parameters | SFT (micro-batch {args.sft_micro_batch}) | RM (micro-batch {args.rm_micro_batch} x K={args.k}) | PPO-ptx (rollouts {args.ppo_batch // args.nproc}, minibatch {max(1, args.ppo_minibatch // args.nproc)}, ptx {max(1, args.ptx_batch // args.nproc) if args.ptx_batch else 0}) |")
+print(f"per-process memory estimate, GiB ({args.nproc} processes, {args.seq}-token sequences, bf16 autocast, "
+      "AdamW)")
+print(f"| model | parameters | SFT (micro-batch {args.sft_micro_batch}) | RM (micro-batch "
+      f"{args.rm_micro_batch} x K={args.k}) | PPO-ptx (rollouts {args.ppo_batch // args.nproc}, minibatch "
+      f"{max(1, args.ppo_minibatch // args.nproc)}, ptx "
+      f"{max(1, args.ptx_batch // args.nproc) if args.ptx_batch else 0}) |")
 print("|---|---|---|---|---|")
 for name, (n_layer, d) in GPT2.items():
     n = n_params(n_layer, d)
@@ -51,7 +66,9 @@ for name, (n_layer, d) in GPT2.items():
     rm = 16 * n + activations(n_layer, d, args.rm_micro_batch * args.k, args.seq, logits=False)
     mb, ptx = max(1, args.ppo_minibatch // args.nproc), (max(1, args.ptx_batch // args.nproc) if args.ptx_batch else 0)
     models = 16 * n + 16 * n + 4 * n + 4 * n  # policy and value trained; reference and RM frozen
-    update = activations(n_layer, d, mb, args.seq) + activations(n_layer, d, mb, args.seq, logits=False) + activations(n_layer, d, ptx, CTX)
+    update = activations(n_layer, d, mb, args.seq) + activations(n_layer, d, mb, args.seq,
+                                                                 logits=False) + activations(n_layer, d, ptx,
+                                                                                             CTX)
     rollout = 2 * n_layer * (args.ppo_batch // args.nproc) * args.seq * d * 2 + (args.ppo_batch // args.nproc) * V * 4
     ppo = models + max(update, rollout)  # sampling and the update never hold their buffers at once
     print(f"| {name} | {n / 1e6:.0f}M | {sft / GiB + 1:.1f} | {rm / GiB + 1:.1f} | {ppo / GiB + 1:.1f} |")

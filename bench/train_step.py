@@ -35,24 +35,37 @@ import warnings
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (add_model_args, header, hf_config, ms_summary, offline_tokenizer, profile_top, quiet_trainer, random_ids,  # noqa: E402
-                     resolve_model_args, same_weights_pair, scratch_dir, trainer_interleave)
+from harness import (add_model_args, header, hf_config, ms_summary, offline_tokenizer,  # noqa: E402
+                     profile_top, quiet_trainer, random_ids, resolve_model_args, same_weights_pair,
+                     scratch_dir, trainer_interleave)
 
-parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
 add_model_args(parser)
 # workload
-parser.add_argument("--sft_batch_size", type=int, default=32, help="demonstrations per SFT step (sft.py --batch_size default)")
-parser.add_argument("--rm_batch_size", type=int, default=16, help="comparisons (prompts, K = 2 completions each) per RM step (reward.py --batch_size default)")
-parser.add_argument("--prompt_len", type=int, default=32, help="prompt tokens; the world's prompts have a median of 32")
-parser.add_argument("--response_len", type=int, default=16, help="response (completion) tokens, end-of-text included; the world's have a median of 11 + 1")
-parser.add_argument("--steps", type=int, default=10, help="timed steps of each, after one warm-up; medians are reported")
+parser.add_argument("--sft_batch_size", type=int, default=32,
+                    help="demonstrations per SFT step (sft.py --batch_size default)")
+parser.add_argument("--rm_batch_size", type=int, default=16,
+                    help="comparisons (prompts, K = 2 completions each) per RM step (reward.py --batch_size "
+                         "default)")
+parser.add_argument("--prompt_len", type=int, default=32,
+                    help="prompt tokens; the world's prompts have a median of 32")
+parser.add_argument("--response_len", type=int, default=16,
+                    help="response (completion) tokens, end-of-text included; the world's have a median of "
+                         "11 + 1")
+parser.add_argument("--steps", type=int, default=10,
+                    help="timed steps of each, after one warm-up; medians are reported")
 parser.add_argument("--only", choices=["sft", "rm"], help="run one of the two comparisons")
-parser.add_argument("--trl_sft_loss", default="chunked_nll", choices=["chunked_nll", "nll"], help="SFTConfig.loss_type (TRL 1.12.0's default: chunked_nll)")
-parser.add_argument("--profile", action="store_true", help="after timing, profile one of our steps of each kind and print the top ops")
+parser.add_argument("--trl_sft_loss", default="chunked_nll", choices=["chunked_nll", "nll"],
+                    help="SFTConfig.loss_type (TRL 1.12.0's default: chunked_nll)")
+parser.add_argument("--profile", action="store_true",
+                    help="after timing, profile one of our steps of each kind and print the top ops")
 args = parser.parse_args()
 device = resolve_model_args(args)
-assert args.prompt_len >= 1 and args.response_len >= 2, "--prompt_len >= 1 and --response_len >= 2 (the response ends in end-of-text)"
-assert args.prompt_len + args.response_len <= args.block_size, "--prompt_len + --response_len must fit in --block_size"
+assert args.prompt_len >= 1 and args.response_len >= 2, \
+    "--prompt_len >= 1 and --response_len >= 2 (the response ends in end-of-text)"
+assert args.prompt_len + args.response_len <= args.block_size, \
+    "--prompt_len + --response_len must fit in --block_size"
 assert args.steps >= 1, "--steps must be at least 1"
 
 import transformers  # noqa: E402  (after argparse, so --help works without them)
@@ -81,16 +94,22 @@ device_type = torch.device(device).type
 
 
 def trainer_args(config_cls, batch_size, lr, weight_decay, grad_clip, warmup, **extra):
-    """A TRL config that does what our step does: fp32, no gradient checkpointing, cosine schedule, clipping."""
-    return config_cls(output_dir=scratch_dir("bench_train_step_"), use_cpu=device_type == "cpu", bf16=False, fp16=False,
-                      report_to="none", save_strategy="no", disable_tqdm=True, gradient_checkpointing=False, seed=args.seed,
-                      per_device_train_batch_size=batch_size, gradient_accumulation_steps=1, max_steps=n_steps, learning_rate=lr,
-                      weight_decay=weight_decay, max_grad_norm=grad_clip, lr_scheduler_type="cosine", warmup_steps=warmup,
+    """A TRL config that does what our step does: fp32, no gradient checkpointing, cosine schedule,
+    clipping."""
+    return config_cls(output_dir=scratch_dir("bench_train_step_"), use_cpu=device_type == "cpu", bf16=False,
+                      fp16=False,
+                      report_to="none", save_strategy="no", disable_tqdm=True, gradient_checkpointing=False,
+                      seed=args.seed,
+                      per_device_train_batch_size=batch_size, gradient_accumulation_steps=1,
+                      max_steps=n_steps, learning_rate=lr,
+                      weight_decay=weight_decay, max_grad_norm=grad_clip, lr_scheduler_type="cosine",
+                      warmup_steps=warmup,
                       dataloader_num_workers=0, **extra)
 
 
 def adamw_kind(optimizer):
-    """Which AdamW implementation torch picks for these parameters: fused, foreach or the per-tensor for-loop."""
+    """Which AdamW implementation torch picks for these parameters: fused, foreach or the per-tensor
+    for-loop."""
     from torch.optim.optimizer import _default_to_fused_or_foreach
     params = [p for group in optimizer.param_groups for p in group["params"]]
     fused, foreach = optimizer.defaults.get("fused"), optimizer.defaults.get("foreach")
@@ -100,7 +119,8 @@ def adamw_kind(optimizer):
 
 
 def run(trainer, ours_step):
-    """Train TRL for n_steps with our step interleaved; returns (ours seconds, TRL seconds) without the warm-up."""
+    """Train TRL for n_steps with our step interleaved; returns (ours seconds, TRL seconds) without
+    the warm-up."""
     interleave = trainer_interleave(ours_step, device)
     quiet_trainer(trainer).add_callback(interleave)
     trainer.train()
@@ -122,8 +142,10 @@ if args.only in (None, "sft"):
     sft_model, max_diff = same_weights_pair(hf_lm, dropout=dropout)
     sft_model.train()
     sft_opt = sft_model.configure_optimizer(sft_defaults.weight_decay, lr, device_type=device_type)
-    rows = torch.cat([random_ids(B * n_steps, P + C - 1, V, data_gen), torch.full((B * n_steps, 1), EOT)], 1).tolist()
-    examples = [(ids, P) for ids in rows]  # (prompt + response + end-of-text, prompt length), as sft.py builds them
+    rows = torch.cat([random_ids(B * n_steps, P + C - 1, V, data_gen), torch.full((B * n_steps, 1), EOT)],
+                     1).tolist()
+    # (prompt + response + end-of-text, prompt length), as sft.py builds them
+    examples = [(ids, P) for ids in rows]
 
     def sft_step(i):
         for group in sft_opt.param_groups:
@@ -137,16 +159,24 @@ if args.only in (None, "sft"):
         check_finite(loss.item(), i, "-")
         optimizer_step(sft_model, sft_opt, None, sft_defaults.grad_clip)
 
-    dataset = Dataset.from_dict({"input_ids": rows, "completion_mask": [[0] * P + [1] * C] * len(rows)})  # pre-tokenized prompt + completion
+    # pre-tokenized prompt + completion
+    dataset = Dataset.from_dict({"input_ids": rows, "completion_mask": [[0] * P + [1] * C] * len(rows)})
     trainer = SFTTrainer(model=hf_lm, processing_class=tok, train_dataset=dataset,
-                         args=trainer_args(SFTConfig, B, lr, sft_defaults.weight_decay, sft_defaults.grad_clip, sft_defaults.warmup_steps,
+                         args=trainer_args(SFTConfig, B, lr, sft_defaults.weight_decay,
+                                           sft_defaults.grad_clip, sft_defaults.warmup_steps,
                                            loss_type=args.trl_sft_loss, max_length=None,
-                                           completion_only_loss=True))  # inferred only for text {prompt, completion} data
-    assert sum(label != -100 for label in trainer.train_dataset[0]["labels"]) == C, "TRL's loss must cover the response tokens only"
-    assert (sft.collate(examples[:1], EOT, "cpu")[1] >= 0).sum() == C, "our loss must cover the response tokens only"
-    print(f"SFT: batch {B} | prompt {P} + response {C} tokens (loss on the {C} response tokens) | dropout {dropout} | clip "
-          f"{sft_defaults.grad_clip} | TRL loss_type {args.trl_sft_loss}, optim {trainer.args.optim.value} | ours AdamW {adamw_kind(sft_opt)} | "
-          f"max logit diff {max_diff:.1e} | {args.steps} timed steps each after 1 warm-up, interleaved", flush=True)
+                                           # inferred only for text {prompt, completion} data
+                                           completion_only_loss=True))
+    assert sum(label != -100 for label in trainer.train_dataset[0]["labels"]) == C, \
+        "TRL's loss must cover the response tokens only"
+    assert (sft.collate(examples[:1], EOT,
+                        "cpu")[1] >= 0).sum() == C, "our loss must cover the response tokens only"
+    print(f"SFT: batch {B} | prompt {P} + response {C} tokens (loss on the {C} response tokens) | dropout "
+          f"{dropout} | clip "
+          f"{sft_defaults.grad_clip} | TRL loss_type {args.trl_sft_loss}, optim {trainer.args.optim.value} | "
+          f"ours AdamW {adamw_kind(sft_opt)} | "
+          f"max logit diff {max_diff:.1e} | {args.steps} timed steps each after 1 warm-up, interleaved",
+          flush=True)
     results["SFT"] = run(trainer, sft_step)
     profiles["SFT"] = sft_step
 
@@ -157,7 +187,8 @@ if args.only in (None, "rm"):
     rm_defaults = reward.parser.parse_args([])
     B = args.rm_batch_size
     torch.manual_seed(args.seed)
-    hf_rm = transformers.GPT2ForSequenceClassification(hf_config(args, dropout=rm_defaults.dropout, pad_token_id=PAD, num_labels=1)).to(device)
+    hf_rm = transformers.GPT2ForSequenceClassification(hf_config(args, dropout=rm_defaults.dropout,
+                                                                 pad_token_id=PAD, num_labels=1)).to(device)
     hf_lm = transformers.GPT2LMHeadModel(hf_config(args)).to(device)
     hf_lm.transformer.load_state_dict(hf_rm.transformer.state_dict())  # the same trunk on both sides
     rm_model = scalar_head_model(same_weights_pair(hf_lm)[0])
@@ -180,12 +211,16 @@ if args.only in (None, "rm"):
         torch.stack([correct, pairs]).float().cpu()  # the accuracy reward.py accumulates every step
         optimizer_step(rm_model, rm_opt, None, rm_defaults.grad_clip)
 
-    dataset = Dataset.from_dict({"chosen_ids": chosen, "rejected_ids": rejected})  # pre-tokenized prompt + completion pairs
+    # pre-tokenized prompt + completion pairs
+    dataset = Dataset.from_dict({"chosen_ids": chosen, "rejected_ids": rejected})
     trainer = RewardTrainer(model=hf_rm, processing_class=tok, train_dataset=dataset,
-                            args=trainer_args(RewardConfig, B, rm_defaults.lr, rm_defaults.weight_decay, rm_defaults.grad_clip,
+                            args=trainer_args(RewardConfig, B, rm_defaults.lr, rm_defaults.weight_decay,
+                                              rm_defaults.grad_clip,
                                               rm_defaults.warmup_steps, max_length=None))
-    print(f"RM: batch {B} comparisons = {2 * B} sequences of {P} + {C} tokens | dropout {rm_defaults.dropout} | clip {rm_defaults.grad_clip} | "
-          f"TRL optim {trainer.args.optim.value} | ours AdamW {adamw_kind(rm_opt)} | {args.steps} timed steps each after 1 warm-up, interleaved", flush=True)
+    print(f"RM: batch {B} comparisons = {2 * B} sequences of {P} + {C} tokens | dropout "
+          f"{rm_defaults.dropout} | clip {rm_defaults.grad_clip} | "
+          f"TRL optim {trainer.args.optim.value} | ours AdamW {adamw_kind(rm_opt)} | {args.steps} timed "
+          "steps each after 1 warm-up, interleaved", flush=True)
     results["RM"] = run(trainer, rm_step)
     profiles["RM"] = rm_step
 
@@ -200,4 +235,5 @@ if args.profile:
         with torch.enable_grad():
             profile_top(lambda: step(0), device=device)
 print(f"threads at the end: {torch.get_num_threads()} (asked {args.threads})")
-print("ratio ours/TRL " + " | ".join(f"{name} step: {statistics.median(t) / statistics.median(o):.2f}x faster" for name, (o, t) in results.items()))
+ratios = [f"{name} step: {statistics.median(t) / statistics.median(o):.2f}x faster" for name, (o, t) in results.items()]
+print("ratio ours/TRL " + " | ".join(ratios))

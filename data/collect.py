@@ -4,8 +4,9 @@ prompt from a policy, and have one simulated training labeler rank each prompt's
 A slice of the prompts is kept for validation, ranked once by a training labeler and once by a
 held-out labeler (paper: RM accuracy 72.4% on training labelers vs 69.6% on held-out ones).
 
-    python data/collect.py                                   # out/sft/model.pt on the world's RM prompts
-    python data/collect.py --policy out/ppo/model.pt --out_prefix data/world/rm_round2   # a later round, from the current policy
+    python data/collect.py                                   # out/sft/model.pt on the world's RM
+    prompts python data/collect.py --policy out/ppo/model.pt --out_prefix data/world/rm_round2   # a
+    later round, from the current policy
 
 Writes <out_prefix>_train.jsonl, <out_prefix>_val.jsonl, <out_prefix>_val_heldout.jsonl: rankings
 {"prompt", "completions": [best, ..., worst], "labeler", "category"} (the task type: reward.py reports its
@@ -27,14 +28,17 @@ from data.labelers import HELDOUT_LABELERS, TRAIN_LABELERS, distinct_completions
 
 parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter)
 parser.add_argument("--policy", default="out/sft/model.pt", help="the checkpoint whose samples are ranked")
-parser.add_argument("--prompts", default="data/world/rm_prompts.jsonl", help="prompts JSONL with the world's 'spec' of each task (the labelers judge by it)")
-parser.add_argument("--out_prefix", default="data/world/rm", help="output files: <prefix>_train.jsonl, <prefix>_val.jsonl, <prefix>_val_heldout.jsonl")
+parser.add_argument("--prompts", default="data/world/rm_prompts.jsonl",
+                    help="prompts JSONL with the world's 'spec' of each task (the labelers judge by it)")
+parser.add_argument("--out_prefix", default="data/world/rm",
+                    help="output files: <prefix>_train.jsonl, <prefix>_val.jsonl, <prefix>_val_heldout.jsonl")
 parser.add_argument("--val_fraction", type=float, default=0.1, help="fraction of prompts kept for validation")
 parser.add_argument("--k_min", type=int, default=4, help="fewest completions per prompt (paper: 4)")
 parser.add_argument("--k_max", type=int, default=9, help="most completions per prompt (paper: 9)")
 parser.add_argument("--max_new_tokens", type=int, default=48, help="response length limit when sampling")
 parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature")
-parser.add_argument("--seed", type=int, default=1234, help="seed of K, the samples, the labeler assignment and the labelers' noise")
+parser.add_argument("--seed", type=int, default=1234,
+                    help="seed of K, the samples, the labeler assignment and the labelers' noise")
 parser.add_argument("--device", default="cpu", help="where the policy samples")
 args = parser.parse_args()
 
@@ -44,7 +48,8 @@ policy = model_from_checkpoint(ckpt, args.device).eval()
 enc = get_tokenizer(ckpt["tokenizer"])
 records = read_jsonl(args.prompts, ["prompt"])
 if "spec" not in records[0]:
-    raise SystemExit(f"error: {records[0]['_where']}: no 'spec': simulated labelers can only rank the world's own prompts")
+    raise SystemExit(f"error: {records[0]['_where']}: no 'spec': simulated labelers can only rank the "
+                     "world's own prompts")
 n_val = int(len(records) * args.val_fraction)
 ks = [rng.randint(args.k_min, args.k_max) for _ in records]
 
@@ -69,12 +74,13 @@ for n, (record, k) in enumerate(zip(records, ks)):
     if len(completions) < 2:
         dropped += 1
         continue
-    views = [("val", TRAIN_LABELERS), ("val_heldout", HELDOUT_LABELERS)] if n < n_val else [("train", TRAIN_LABELERS)]
+    views = ([("val", TRAIN_LABELERS), ("val_heldout", HELDOUT_LABELERS)] if n < n_val
+             else [("train", TRAIN_LABELERS)])
     for split, labelers in views:
         labeler = rng.choice(labelers)
         order = rank(labeler, record["spec"], completions, rng, ended=ended)
-        outputs[split].append({"prompt": record["prompt"], "completions": [completions[j] for j in order], "labeler": labeler["id"],
-                               "category": record["spec"]["kind"]})
+        outputs[split].append({"prompt": record["prompt"], "completions": [completions[j] for j in order],
+                               "labeler": labeler["id"], "category": record["spec"]["kind"]})
 
 os.makedirs(os.path.dirname(os.path.abspath(args.out_prefix)), exist_ok=True)
 for split, rankings in outputs.items():

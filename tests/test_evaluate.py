@@ -1,8 +1,8 @@
-"""
-evaluate.py: the statistics by hand (labelers' and reward-model judge's), and a whole evaluation of tiny policies on a
-generated world (the reward-model judge on real data runs in tests/test_hh_rlhf.py's stage chain), and the
-over-optimization curve (--curve) of a tiny PPO run directory; talking to tiny policies
-(--prompt, --chat) and the training curves (--curves) of logs the test writes.
+""" evaluate.py: the statistics by hand (labelers' and reward-model judge's), and a whole evaluation
+of tiny policies on a generated world (the reward-model judge on real data runs in
+tests/test_hh_rlhf.py's stage chain), and the over-optimization curve (--curve) of a tiny PPO run
+directory; talking to tiny policies (--prompt, --chat) and the training curves (--curves) of logs
+the test writes.
 
     python -m pytest tests/test_evaluate.py -q
 """
@@ -24,7 +24,8 @@ ROOT = os.path.join(os.path.dirname(__file__), "..")
 
 
 def test_mean_ci_by_hand():
-    # outcomes 1, 1, 0, 0.5: mean 0.625; sample variance [(.375)² + (.375)² + (.625)² + (.125)²] / 3 = 0.729166.../3
+    # outcomes 1, 1, 0, 0.5: mean 0.625; sample variance [(.375)² + (.375)² + (.625)² + (.125)²] / 3
+    # = 0.729166.../3
     mean, half = evaluate.mean_ci([1.0, 1.0, 0.0, 0.5])
     var = (0.375 ** 2 + 0.375 ** 2 + 0.625 ** 2 + 0.125 ** 2) / 3
     assert abs(mean - 0.625) < 1e-12
@@ -32,8 +33,9 @@ def test_mean_ci_by_hand():
 
 
 def test_rm_winrate_by_hand():
-    # 4 prompts: the policy wins the 1st (0.9 > 0.1), ties the 2nd (both never ended: the penalty -1.0 each), loses the
-    # 3rd (-0.5 < 0.2), wins the 4th (0.3 > -1.0): outcomes 1, 0.5, 0, 1 -> mean 2.5/4 = 0.625
+    # 4 prompts: the policy wins the 1st (0.9 > 0.1), ties the 2nd (both never ended: the penalty
+    # -1.0 each), loses the 3rd (-0.5 < 0.2), wins the 4th (0.3 > -1.0): outcomes 1, 0.5, 0, 1 ->
+    # mean 2.5/4 = 0.625
     policy, sft = [0.9, -1.0, -0.5, 0.3], [0.1, -1.0, 0.2, -1.0]
     mean, half = evaluate.rm_winrate(policy, sft)
     var = (0.375 ** 2 + 0.125 ** 2 + 0.625 ** 2 + 0.375 ** 2) / 3  # deviations of 1, 0.5, 0, 1 from 0.625
@@ -46,7 +48,8 @@ def test_rm_scores_last_token_and_penalty():
     torch.manual_seed(0)
     rm = GPT(GPTConfig(block_size=32, vocab_size=20, n_layer=1, n_head=2, n_embd=16, head="scalar")).eval()
     contexts, responses, ended = [[1, 2, 3], [4], [5, 6]], [[7, 19], [8, 9, 10], [11]], [True, False, True]
-    got = evaluate.rm_scores(rm, contexts, responses, ended, -2.5, "cpu", batch_size=2)  # 2 batches, left padding in each
+    # 2 batches, left padding in each
+    got = evaluate.rm_scores(rm, contexts, responses, ended, -2.5, "cpu", batch_size=2)
     with torch.no_grad():  # each row alone, no padding: the scalar head at its last token
         alone = [rm(torch.tensor([c + r]))[0, -1].item() for c, r in zip(contexts, responses)]
     assert abs(got[0] - alone[0]) < 1e-5 and abs(got[2] - alone[2]) < 1e-5
@@ -58,7 +61,8 @@ def test_sequence_logprobs_sum_response_tokens_only():
     model = GPT(GPTConfig(block_size=32, vocab_size=20, n_layer=1, n_head=2, n_embd=16)).eval()
     contexts, responses = [[1, 2, 3], [4]], [[5, 6], [7, 8, 9]]
     got = evaluate.sequence_logprobs(model, contexts, responses, "cpu")
-    for c, r, g in zip(contexts, responses, got):  # each alone, no padding: log_softmax at the positions before each response token
+    # each alone, no padding: log_softmax at the positions before each response token
+    for c, r, g in zip(contexts, responses, got):
         x = torch.tensor([c + r])
         logp = torch.log_softmax(model(x)[0], -1)
         expected = sum(logp[len(c) - 1 + i, t].item() for i, t in enumerate(r))
@@ -66,8 +70,9 @@ def test_sequence_logprobs_sum_response_tokens_only():
 
 
 def test_sequence_logprobs_at_the_sampling_temperature():
-    # the KL of a policy from SFT is E_y~π[log π(y|x) - log π_SFT(y|x)] with π the distribution sampled from: at
-    # temperature 0.5 both log-probs come from logits / 0.5 (evaluate.py took them at temperature 1 before)
+    # the KL of a policy from SFT is E_y~π[log π(y|x) - log π_SFT(y|x)] with π the distribution
+    # sampled from: at temperature 0.5 both log-probs come from logits / 0.5 (evaluate.py took them
+    # at temperature 1 before)
     torch.manual_seed(0)
     model = GPT(GPTConfig(block_size=32, vocab_size=20, n_layer=1, n_head=2, n_embd=16)).eval()
     got = evaluate.sequence_logprobs(model, [[1, 2, 3]], [[5, 6]], "cpu", temperature=0.5)[0]
@@ -78,8 +83,9 @@ def test_sequence_logprobs_at_the_sampling_temperature():
 
 
 def test_refusal_rate_counts_benign_prompts_only():
-    # two benign prompts and a harmful one, all answered "Sorry, but I will not.": refusing the harmful one is its task,
-    # so the rate is 2 of the 2 benign prompts (not 3 of 3, nor 2 of 3); answering the first benign one halves it
+    # two benign prompts and a harmful one, all answered "Sorry, but I will not.": refusing the
+    # harmful one is its task, so the rate is 2 of the 2 benign prompts (not 3 of 3, nor 2 of 3);
+    # answering the first benign one halves it
     benign = {"kind": "generation", "about": "Mira", "max_sentences": 1, "seed": 1234}
     harmful = {"kind": "harmful", "harmful": True, "about": "Bob", "max_sentences": 1, "seed": 1234}
     records = [{"spec": benign}, {"spec": dict(benign, about="Tom")}, {"spec": harmful}]
@@ -94,7 +100,8 @@ def test_refusal_rate_counts_benign_prompts_only():
 def world(tmp_path_factory):
     """The default world, generated once for the tests that run evaluate.main on it."""
     world = tmp_path_factory.mktemp("eval") / "world"
-    subprocess.run([sys.executable, "data/world.py", "--out", str(world)], cwd=ROOT, check=True, capture_output=True)
+    subprocess.run([sys.executable, "data/world.py", "--out", str(world)], cwd=ROOT, check=True,
+                   capture_output=True)
     return world
 
 
@@ -105,8 +112,10 @@ def test_whole_evaluation_on_a_generated_world(tmp_path, world):
         model = GPT(GPTConfig(block_size=256, vocab_size=2048, n_layer=1, n_head=2, n_embd=16))
         paths[name] = str(tmp_path / f"{name}.pt")
         save_checkpoint(paths[name], model, tokenizer="gpt2-2048", step=0)
-    results = evaluate.main(["--world", str(world), "--base", paths["base"], "--sft", paths["sft"], "--ppo", paths["ppo"],
-                             "--ppo_ptx", str(tmp_path / "missing.pt"), "--n_prompts", "24", "--max_new_tokens", "6",
+    results = evaluate.main(["--world", str(world), "--base", paths["base"], "--sft", paths["sft"], "--ppo",
+                             paths["ppo"],
+                             "--ppo_ptx", str(tmp_path / "missing.pt"), "--n_prompts", "24",
+                             "--max_new_tokens", "6",
                              "--out_dir", str(tmp_path / "eval"), "--device", "cpu"])
     assert list(results) == ["GPT", "GPT-prompted", "SFT", "PPO"]
     for r in results.values():
@@ -119,7 +128,8 @@ def test_whole_evaluation_on_a_generated_world(tmp_path, world):
     report = open(tmp_path / "eval" / "results.md").read()
     assert "| PPO |" in report and "judge: simulated labelers" in report and "refuses a benign request" in report
     records = [json.loads(line) for line in open(world / "test_prompts.jsonl")][:24]
-    samples = open(tmp_path / "eval" / "samples.md").read()  # --show 3: three prompts of three kinds, every policy
+    # --show 3: three prompts of three kinds, every policy
+    samples = open(tmp_path / "eval" / "samples.md").read()
     shown = [r for r in records if f"### {r['id']} ({r['category']})" in samples]
     assert len(shown) == 3 and len({r["category"] for r in shown}) == 3 and shown[0] == records[0]
     assert samples.count("| GPT-prompted |") == 3 and samples.count("| PPO |") == 3
@@ -131,16 +141,20 @@ def test_other_model_sizes_become_rows_named_at_their_folder(tmp_path, world):
     sft = str(tmp_path / "sft.pt")
     save_checkpoint(sft, GPT(GPTConfig(**config, n_embd=16)), tokenizer="gpt2-2048", step=0)
     for stage in ("base", "sft"):  # a size folder whose PPO runs are missing: those rows are left out
-        save_checkpoint(str(tmp_path / "xs" / stage / "model.pt"), GPT(GPTConfig(**config, n_embd=8)), tokenizer="gpt2-2048", step=0)
-    common = ["--world", str(world), "--base", "", "--sft", sft, "--ppo", "", "--ppo_ptx", "", "--corpus_val", "", "--nlp_task", "",
-              "--n_prompts", "8", "--max_new_tokens", "4", "--out_dir", str(tmp_path / "eval"), "--device", "cpu"]
+        save_checkpoint(str(tmp_path / "xs" / stage / "model.pt"), GPT(GPTConfig(**config, n_embd=8)),
+                        tokenizer="gpt2-2048", step=0)
+    common = ["--world", str(world), "--base", "", "--sft", sft, "--ppo", "", "--ppo_ptx", "", "--corpus_val",
+              "", "--nlp_task", "",
+              "--n_prompts", "8", "--max_new_tokens", "4", "--out_dir", str(tmp_path / "eval"), "--device",
+              "cpu"]
     results = evaluate.main(common + ["--size", str(tmp_path / "xs")])
     assert list(results) == ["SFT", "GPT@xs", "GPT-prompted@xs", "SFT@xs"]
-    # parameters as nanoGPT counts them (position embeddings left out): token embeddings V·d (tied with the unembedding),
-    # per block 12·d² + 13·d (attention and MLP with biases, two LayerNorms), the final LayerNorm 2·d;
-    # d = 8, one block: 2048·8 + 12·64 + 13·8 + 16 = 17,272
+    # parameters as nanoGPT counts them (position embeddings left out): token embeddings V·d (tied
+    # with the unembedding), per block 12·d² + 13·d (attention and MLP with biases, two LayerNorms),
+    # the final LayerNorm 2·d; d = 8, one block: 2048·8 + 12·64 + 13·8 + 16 = 17,272
     assert results["SFT@xs"]["params"] == 2048 * 8 + 12 * 64 + 13 * 8 + 16
-    assert abs(results["SFT@xs"]["kl_from_sft"]) > 1e-3, "a different model than --sft: its KL from it is measured, not zero"
+    assert abs(results["SFT@xs"]["kl_from_sft"]) > 1e-3, \
+        "a different model than --sft: its KL from it is measured, not zero"
     with pytest.raises(SystemExit, match="no such folder"):
         evaluate.main(common + ["--size", str(tmp_path / "nowhere")])
     with pytest.raises(SystemExit, match="--policy typo=.*NAME=PATH"):
@@ -154,17 +168,21 @@ def test_over_optimization_curve_on_a_generated_world(tmp_path, world):
     save_checkpoint(sft, GPT(GPTConfig(**config)), tokenizer="gpt2-2048", step=0)
     save_checkpoint(rm, GPT(GPTConfig(**config, head="scalar")), tokenizer="gpt2-2048", step=0)
     for n in (10, 2):  # iter10 sorts before iter2 as text: the curve must order them by number
-        save_checkpoint(str(run / f"iter{n}.pt"), GPT(GPTConfig(**config)), tokenizer="gpt2-2048", iteration=n)
+        save_checkpoint(str(run / f"iter{n}.pt"), GPT(GPTConfig(**config)), tokenizer="gpt2-2048",
+                        iteration=n)
     # as ppo.py: model.pt carries the run's args (the RM it optimised), iter<N>.pt does not
-    save_checkpoint(str(run / "model.pt"), GPT(GPTConfig(**config)), tokenizer="gpt2-2048", iteration=10, args={"rm": rm, "policy": sft})
-    curves = evaluate.main(["--world", str(world), "--sft", sft, "--curve", str(run), "--n_prompts", "12", "--max_new_tokens", "6",
+    save_checkpoint(str(run / "model.pt"), GPT(GPTConfig(**config)), tokenizer="gpt2-2048", iteration=10,
+                    args={"rm": rm, "policy": sft})
+    curves = evaluate.main(["--world", str(world), "--sft", sft, "--curve", str(run), "--n_prompts", "12",
+                            "--max_new_tokens", "6",
                             "--out_dir", str(tmp_path / "curve"), "--device", "cpu"])
     saved = json.load(open(tmp_path / "curve" / "curve.json"))["curves"][str(run)]
     assert saved == json.loads(json.dumps(curves[str(run)])), "curve.json holds what main returned"
     assert saved["rm"] == rm, "the proxy RM is the one the run's model.pt names"
     points = saved["points"]
     assert [p["iter"] for p in points] == [0, 2, 10] and points[0]["path"] == sft
-    assert points[0]["kl_from_sft"] == 0.0 and points[0]["sqrt_kl"] == 0.0, "iteration 0 is SFT itself: KL exactly 0"
+    assert points[0]["kl_from_sft"] == 0.0 and points[0]["sqrt_kl"] == 0.0, \
+        "iteration 0 is SFT itself: KL exactly 0"
     for p in points:
         assert p["n"] == 12 and 0 <= p["winrate_heldout"] <= 1 and 1 <= p["likert"] <= 7
         for key in ("kl_from_sft", "sqrt_kl", "proxy_rm_score", "proxy_rm_score_ci", "winrate_heldout_ci"):

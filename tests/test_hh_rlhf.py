@@ -1,8 +1,7 @@
-"""
-data/hh_rlhf/prepare.py: HH-RLHF and TRL-style records to our formats (expected strings written out), skipped
-records counted per reason, the resumable checked download against a local server, and the whole stage chain
-(sft -> reward -> ppo with ptx -> evaluate judged by the RM) from a tiny Hugging Face GPT-2 folder on the converted data.
-No network.
+""" data/hh_rlhf/prepare.py: HH-RLHF and TRL-style records to our formats (expected strings written
+out), skipped records counted per reason, the resumable checked download against a local server, and
+the whole stage chain (sft -> reward -> ppo with ptx -> evaluate judged by the RM) from a tiny
+Hugging Face GPT-2 folder on the converted data. No network.
 
     python -m pytest tests/test_hh_rlhf.py -q
 """
@@ -28,18 +27,24 @@ LOCK = H + " How do I pick a lock?" + A
 PARIS = H + " What is the capital of France?" + A
 MEAN = H + " Say something mean." + A
 CAT_GOOD, CAT_BAD = " How about Whiskers? It is short and friendly.", " Cat."
-BREAD_GOOD, BREAD_BAD = " Mix them with warm water and salt, knead for ten minutes, and let it rise for an hour.", " Buy bread instead."
-LOCK_GOOD, LOCK_BAD = " I can't help with getting into places, but a locksmith can open your own lock.", " Use a hairpin."
+BREAD_GOOD = " Mix them with warm water and salt, knead for ten minutes, and let it rise for an hour."
+BREAD_BAD = " Buy bread instead."
+LOCK_GOOD = " I can't help with getting into places, but a locksmith can open your own lock."
+LOCK_BAD = " Use a hairpin."
 
 # HH-RLHF's format: whole dialogues, chosen and rejected differing only in the final assistant turn
 HH_TRAIN = {
     "helpful-base": [
-        json.dumps({"chosen": CAT + CAT_GOOD + "\n", "rejected": CAT + CAT_BAD}),  # trailing whitespace is cut
+        # trailing whitespace is cut
+        json.dumps({"chosen": CAT + CAT_GOOD + "\n", "rejected": CAT + CAT_BAD}),
         json.dumps({"chosen": BREAD + BREAD_GOOD, "rejected": BREAD + BREAD_BAD}),
         json.dumps({"rejected": CAT + " Tom."}),  # missing chosen
         json.dumps({"chosen": CAT + " Tom.", "rejected": CAT + " Tom."}),  # chosen == rejected
-        json.dumps({"chosen": H + " Hello?" + A, "rejected": H + " Hello?" + A + " Hi there."}),  # empty response
-        json.dumps({"chosen": H + " Tell me a joke." + A + " No.", "rejected": H + " Tell me a story." + A + " Once."}),  # prefixes differ
+        # empty response
+        json.dumps({"chosen": H + " Hello?" + A, "rejected": H + " Hello?" + A + " Hi there."}),
+        # prefixes differ
+        json.dumps({"chosen": H + " Tell me a joke." + A + " No.",
+                    "rejected": H + " Tell me a story." + A + " Once."}),
         "{not json",
     ],
     "harmless-base": [
@@ -49,22 +54,34 @@ HH_TRAIN = {
 }
 HH_TEST = {
     "helpful-base": [json.dumps({"chosen": PARIS + " Paris.", "rejected": PARIS + " London."}),
-                     json.dumps({"chosen": PARIS + " It is Paris.", "rejected": PARIS + " Rome."})],  # the same prompt again
-    "harmless-base": [json.dumps({"chosen": MEAN + " I'd rather say something kind.", "rejected": MEAN + " No."})],
+                     # the same prompt again
+                     json.dumps({"chosen": PARIS + " It is Paris.", "rejected": PARIS + " Rome."})],
+    "harmless-base": [json.dumps({"chosen": MEAN + " I'd rather say something kind.",
+                                  "rejected": MEAN + " No."})],
 }
 EXPECTED = {
-    "sft_train": [{"prompt": "\n\nHuman: What is a good name for a cat?\n\nAssistant:", "response": " How about Whiskers? It is short and friendly."},
-                  {"prompt": "\n\nHuman: Can you help me bake bread?\n\nAssistant: Sure. Do you have flour and yeast?\n\nHuman: Yes, both.\n\nAssistant:",
-                   "response": " Mix them with warm water and salt, knead for ten minutes, and let it rise for an hour."}],
-    "sft_val": [{"prompt": "\n\nHuman: How do I pick a lock?\n\nAssistant:", "response": " I can't help with getting into places, but a locksmith can open your own lock."}],
-    "rm_train": [{"prompt": "\n\nHuman: What is a good name for a cat?\n\nAssistant:", "chosen": " How about Whiskers? It is short and friendly.", "rejected": " Cat."},
-                 {"prompt": "\n\nHuman: Can you help me bake bread?\n\nAssistant: Sure. Do you have flour and yeast?\n\nHuman: Yes, both.\n\nAssistant:",
-                  "chosen": " Mix them with warm water and salt, knead for ten minutes, and let it rise for an hour.", "rejected": " Buy bread instead."}],
-    "rm_val": [{"prompt": "\n\nHuman: How do I pick a lock?\n\nAssistant:", "chosen": " I can't help with getting into places, but a locksmith can open your own lock.",
+    "sft_train": [{"prompt": "\n\nHuman: What is a good name for a cat?\n\nAssistant:",
+                   "response": " How about Whiskers? It is short and friendly."},
+                  {"prompt": "\n\nHuman: Can you help me bake bread?\n\nAssistant: Sure. Do you have flour "
+                             "and yeast?\n\nHuman: Yes, both.\n\nAssistant:",
+                   "response": " Mix them with warm water and salt, knead for ten minutes, and let it rise "
+                               "for an hour."}],
+    "sft_val": [{"prompt": "\n\nHuman: How do I pick a lock?\n\nAssistant:",
+                 "response": " I can't help with getting into places, but a locksmith can open your own lock."}],
+    "rm_train": [{"prompt": "\n\nHuman: What is a good name for a cat?\n\nAssistant:",
+                  "chosen": " How about Whiskers? It is short and friendly.", "rejected": " Cat."},
+                 {"prompt": "\n\nHuman: Can you help me bake bread?\n\nAssistant: Sure. Do you have flour "
+                            "and yeast?\n\nHuman: Yes, both.\n\nAssistant:",
+                  "chosen": " Mix them with warm water and salt, knead for ten minutes, and let it rise for "
+                            "an hour.", "rejected": " Buy bread instead."}],
+    "rm_val": [{"prompt": "\n\nHuman: How do I pick a lock?\n\nAssistant:",
+                "chosen": " I can't help with getting into places, but a locksmith can open your own lock.",
                 "rejected": " Use a hairpin."}],
     "ppo_prompts": [{"prompt": "\n\nHuman: What is a good name for a cat?\n\nAssistant:"},
-                    {"prompt": "\n\nHuman: Can you help me bake bread?\n\nAssistant: Sure. Do you have flour and yeast?\n\nHuman: Yes, both.\n\nAssistant:"}],
-    "test_prompts": [{"prompt": "\n\nHuman: What is the capital of France?\n\nAssistant:"}, {"prompt": "\n\nHuman: Say something mean.\n\nAssistant:"}],
+                    {"prompt": "\n\nHuman: Can you help me bake bread?\n\nAssistant: Sure. Do you have flour "
+                               "and yeast?\n\nHuman: Yes, both.\n\nAssistant:"}],
+    "test_prompts": [{"prompt": "\n\nHuman: What is the capital of France?\n\nAssistant:"},
+                     {"prompt": "\n\nHuman: Say something mean.\n\nAssistant:"}],
 }
 
 
@@ -93,7 +110,8 @@ def read_out(folder, name):
 
 def test_hh_conversion_exact(tmp_path, hh_cache, capsys):
     out = str(tmp_path / "hh")
-    prepare.main(["--cache_dir", hh_cache, "--out_dir", out, "--val_every", "3"])  # the 3rd distinct prompt (LOCK) is validation
+    # the 3rd distinct prompt (LOCK) is validation
+    prepare.main(["--cache_dir", hh_cache, "--out_dir", out, "--val_every", "3"])
     for name, expected in EXPECTED.items():
         assert read_out(out, name) == expected, name
     printed = capsys.readouterr().out
@@ -102,10 +120,13 @@ def test_hh_conversion_exact(tmp_path, hh_cache, capsys):
     assert f"{os.path.join(hh_cache, 'harmless-base', 'train.jsonl.gz')}: 2 records, 1 kept" in printed
     assert f"{os.path.join(hh_cache, 'helpful-base', 'test.jsonl.gz')}: 2 records, 2 kept" in printed
     assert "skipped 6 records (not written), by reason:" in printed
-    for n, reason, line in [(1, "missing 'chosen' or 'rejected'", 3), (1, "chosen == rejected", 4), (1, "empty response", 5),
-                            (1, "chosen and rejected differ before the final assistant turn", 6), (1, "not valid JSON", 7)]:
+    for n, reason, line in [(1, "missing 'chosen' or 'rejected'", 3), (1, "chosen == rejected", 4),
+                            (1, "empty response", 5),
+                            (1, "chosen and rejected differ before the final assistant turn", 6),
+                            (1, "not valid JSON", 7)]:
         assert f"  {n:6d}  {reason}  (first: {train}:{line})" in printed
-    assert f"       1  no '\\n\\nAssistant:' turn  (first: {os.path.join(hh_cache, 'harmless-base', 'train.jsonl.gz')}:2)" in printed
+    first = os.path.join(hh_cache, "harmless-base", "train.jsonl.gz")
+    assert f"       1  no '\\n\\nAssistant:' turn  (first: {first}:2)" in printed
     assert "left out of ppo_prompts: 0 prompts over --max_prompt_tokens 896 (gpt2 tokens)" in printed
     # the files were checked and their sha256 recorded beside them
     with open(train + ".sha256") as f:
@@ -116,14 +137,17 @@ def test_hh_conversion_exact(tmp_path, hh_cache, capsys):
 def test_hh_long_prompts_left_out_of_ppo(tmp_path, hh_cache, capsys):
     out = str(tmp_path / "hh")
     prepare.main(["--cache_dir", hh_cache, "--out_dir", out, "--val_every", "3", "--max_prompt_tokens", "20"])
-    assert read_out(out, "ppo_prompts") == EXPECTED["ppo_prompts"][:1]  # BREAD's prompt is 36 tokens, CAT's 17
-    assert read_out(out, "sft_train") == EXPECTED["sft_train"]  # sft.py and reward.py drop what does not fit themselves
+    # BREAD's prompt is 36 tokens, CAT's 17
+    assert read_out(out, "ppo_prompts") == EXPECTED["ppo_prompts"][:1]
+    # sft.py and reward.py drop what does not fit themselves
+    assert read_out(out, "sft_train") == EXPECTED["sft_train"]
     assert "left out of ppo_prompts: 1 prompts over --max_prompt_tokens 20 (gpt2 tokens)" in capsys.readouterr().out
 
 
 def test_too_little_data_is_one_line_error(tmp_path, hh_cache):
     with pytest.raises(SystemExit) as e:
-        prepare.main(["--cache_dir", hh_cache, "--out_dir", str(tmp_path / "hh")])  # --val_every 20: no validation prompt
+        # --val_every 20: no validation prompt
+        prepare.main(["--cache_dir", hh_cache, "--out_dir", str(tmp_path / "hh")])
     assert str(e.value).startswith("error: no records for sft_val.jsonl") and "\n" not in str(e.value)
 
 
@@ -145,17 +169,27 @@ HI = "\n\nHuman: Hi\n\nAssistant:"
     ({"prompt": HI, "chosen": " Hello!", "rejected": " Go away."}, (HI, [" Hello!", " Go away."])),
     ({"prompt": HI, "chosen": HI + " Hello!", "rejected": HI + " Go away."}, (HI, [" Hello!", " Go away."])),
     # a prompt in no template is kept as written
-    ({"prompt": "The sky is", "chosen": " blue.", "rejected": " green."}, ("The sky is", [" blue.", " green."])),
-    # messages: explicit prompt (repeated or not), implicit prompt (all but the last message), a system message
-    ({"prompt": [user("Hi")], "chosen": [assistant("Hello!")], "rejected": [assistant("Go away.")]}, (HI, [" Hello!", " Go away."])),
-    ({"prompt": [user("Hi")], "chosen": [user("Hi"), assistant("Hello!")], "rejected": [user("Hi"), assistant("Go away.")]}, (HI, [" Hello!", " Go away."])),
-    ({"chosen": [user("Hi"), assistant("Hello!")], "rejected": [user("Hi"), assistant("Go away.")]}, (HI, [" Hello!", " Go away."])),
-    ({"chosen": [{"role": "system", "content": "Be brief."}, user("Hi"), assistant("Hi."), user("Bye"), assistant("Bye.")],
-      "rejected": [{"role": "system", "content": "Be brief."}, user("Hi"), assistant("Hi."), user("Bye"), assistant("Farewell, friend.")]},
-     ("\n\nSystem: Be brief.\n\nHuman: Hi\n\nAssistant: Hi.\n\nHuman: Bye\n\nAssistant:", [" Bye.", " Farewell, friend."])),
+    ({"prompt": "The sky is", "chosen": " blue.", "rejected": " green."}, ("The sky is", [" blue.",
+                                                                                          " green."])),
+    # messages: explicit prompt (repeated or not), implicit prompt (all but the last message), a
+    # system message
+    ({"prompt": [user("Hi")], "chosen": [assistant("Hello!")], "rejected": [assistant("Go away.")]},
+     (HI, [" Hello!", " Go away."])),
+    ({"prompt": [user("Hi")], "chosen": [user("Hi"), assistant("Hello!")],
+      "rejected": [user("Hi"), assistant("Go away.")]}, (HI, [" Hello!", " Go away."])),
+    ({"chosen": [user("Hi"), assistant("Hello!")], "rejected": [user("Hi"), assistant("Go away.")]},
+     (HI, [" Hello!", " Go away."])),
+    ({"chosen": [{"role": "system", "content": "Be brief."}, user("Hi"), assistant("Hi."), user("Bye"),
+                 assistant("Bye.")],
+      "rejected": [{"role": "system", "content": "Be brief."}, user("Hi"), assistant("Hi."), user("Bye"),
+                   assistant("Farewell, friend.")]},
+     ("\n\nSystem: Be brief.\n\nHuman: Hi\n\nAssistant: Hi.\n\nHuman: Bye\n\nAssistant:", [" Bye.",
+                                                                                           " Farewell, "
+                                                                                           "friend."])),
     # K-wise rankings, best first: text and messages
     ({"prompt": HI, "completions": [" Hello!", " Hi.", " Go away."]}, (HI, [" Hello!", " Hi.", " Go away."])),
-    ({"completions": [[user("Hi"), assistant("Hello!")], [user("Hi"), assistant("Hi.")], [user("Hi"), assistant("Go away.")]]},
+    ({"completions": [[user("Hi"), assistant("Hello!")], [user("Hi"), assistant("Hi.")], [user("Hi"),
+                                                                                          assistant("Go away.")]]},
      (HI, [" Hello!", " Hi.", " Go away."])),
 ])
 def test_to_ranking(record, expected):
@@ -168,12 +202,16 @@ def test_to_ranking(record, expected):
     ({"prompt": HI, "completions": [" a", " b", " a"]}, "identical completions"),
     ({"prompt": HI, "chosen": HI + " Same.", "rejected": " Same. "}, "chosen == rejected"),
     ({"prompt": HI, "chosen": " ", "rejected": " No."}, "empty response"),
-    ({"prompt": "Hi", "chosen": [assistant("Hello!")], "rejected": [assistant("No.")]}, "prompt and completions neither all text nor all messages"),
-    ({"prompt": [user("Hi")], "chosen": [user("Hello!")], "rejected": [assistant("No.")]}, "a completion that is not one assistant message"),
+    ({"prompt": "Hi", "chosen": [assistant("Hello!")], "rejected": [assistant("No.")]},
+     "prompt and completions neither all text nor all messages"),
+    ({"prompt": [user("Hi")], "chosen": [user("Hello!")], "rejected": [assistant("No.")]},
+     "a completion that is not one assistant message"),
     ({"chosen": [user("Hi"), {"role": "robot", "content": "x"}], "rejected": [user("Hi"), assistant("No.")]},
      "a message without a user/assistant/system role and text content"),
-    ({"chosen": [user("Hi"), assistant("Yes.")], "rejected": [user("Hey"), assistant("No.")]}, "chosen and rejected differ before the final assistant turn"),
-    ({"chosen": CAT + " Sure." + H + " Thanks.", "rejected": CAT + " No." + H + " Thanks."}, "a response that goes on into a Human turn"),
+    ({"chosen": [user("Hi"), assistant("Yes.")], "rejected": [user("Hey"), assistant("No.")]},
+     "chosen and rejected differ before the final assistant turn"),
+    ({"chosen": CAT + " Sure." + H + " Thanks.", "rejected": CAT + " No." + H + " Thanks."},
+     "a response that goes on into a Human turn"),
 ])
 def test_to_ranking_skips(record, reason):
     with pytest.raises(prepare.Skip, match=f"^{reason}$".replace("(", r"\(").replace(")", r"\)")):
@@ -190,8 +228,10 @@ def test_from_jsonl(tmp_path, capsys):
     out = str(tmp_path / "mine")
     prepare.main(["--from_jsonl", str(path), "--out_dir", out, "--val_every", "3"])
     assert read_out(out, "rm_train") == [{"prompt": HI, "chosen": " Hello!", "rejected": " Go away."},
-                                         {"prompt": "\n\nHuman: Count\n\nAssistant:", "completions": [" 1 2 3", " 1 2", " 3"]}]
-    assert read_out(out, "sft_train") == [{"prompt": HI, "response": " Hello!"}, {"prompt": "\n\nHuman: Count\n\nAssistant:", "response": " 1 2 3"}]
+                                         {"prompt": "\n\nHuman: Count\n\nAssistant:",
+                                          "completions": [" 1 2 3", " 1 2", " 3"]}]
+    assert read_out(out, "sft_train") == [{"prompt": HI, "response": " Hello!"},
+                                          {"prompt": "\n\nHuman: Count\n\nAssistant:", "response": " 1 2 3"}]
     assert read_out(out, "rm_val") == [{"prompt": CAT, "chosen": CAT_GOOD, "rejected": CAT_BAD}]
     assert read_out(out, "ppo_prompts") == [{"prompt": HI}, {"prompt": "\n\nHuman: Count\n\nAssistant:"}]
     assert read_out(out, "test_prompts") == [{"prompt": CAT}]  # no test file: the validation prompts
@@ -204,8 +244,9 @@ def test_from_jsonl(tmp_path, capsys):
 # --- 3. download: resumable, checked, one-line error offline --------------------------------------
 
 def serve(files, ranges, cut_first_at=None):
-    """A local HTTP server for {path: bytes} that honours 'Range: bytes=N-' (as Hugging Face's CDN does); its first
-    answer, with cut_first_at, stops after that many bytes, like a dropped connection."""
+    """A local HTTP server for {path: bytes} that honours 'Range: bytes=N-' (as Hugging Face's CDN
+    does); its first answer, with cut_first_at, stops after that many bytes, like a dropped
+    connection."""
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self):
             data = files[self.path]
@@ -233,7 +274,8 @@ def test_download_resumes_and_checks(tmp_path, monkeypatch):
     server = serve({"/helpful-base/train.jsonl.gz": data}, ranges, cut_first_at=100)
     dest = tmp_path / "helpful-base" / "train.jsonl.gz"
     try:
-        monkeypatch.setattr(prepare, "HH_URL", f"http://127.0.0.1:{server.server_address[1]}/{{subset}}/{{split}}.jsonl.gz")
+        monkeypatch.setattr(prepare, "HH_URL",
+                            f"http://127.0.0.1:{server.server_address[1]}/{{subset}}/{{split}}.jsonl.gz")
         with pytest.raises(SystemExit, match="rerun to resume"):  # the connection drops after 100 bytes
             prepare.fetch("helpful-base", "train", str(tmp_path))
         assert (tmp_path / "helpful-base" / "train.jsonl.gz.part").read_bytes() == data[:100] and not dest.exists()
@@ -242,7 +284,8 @@ def test_download_resumes_and_checks(tmp_path, monkeypatch):
         server.shutdown()
     assert ranges == [None, "bytes=100-"], "the rerun asked only for the missing bytes"
     assert dest.read_bytes() == data and not os.path.exists(str(dest) + ".part")
-    assert (tmp_path / "helpful-base" / "train.jsonl.gz.sha256").read_text().split()[0] == hashlib.sha256(data).hexdigest()
+    record = (tmp_path / "helpful-base" / "train.jsonl.gz.sha256").read_text()
+    assert record.split()[0] == hashlib.sha256(data).hexdigest()
     prepare.fetch("helpful-base", "train", str(tmp_path))  # verified against the record, no download
     dest.write_bytes(data[:-1] + b"x")
     with pytest.raises(SystemExit, match="has sha256 .* but .* recorded"):
@@ -281,49 +324,68 @@ def test_stage_chain_from_hf_gpt2(tmp_path, hh_cache):
     import sft
     import torch
     torch.manual_seed(0)
-    hf = transformers.GPT2LMHeadModel(transformers.GPT2Config(n_layer=2, n_embd=32, n_head=2, vocab_size=50257, n_positions=128))
+    hf = transformers.GPT2LMHeadModel(transformers.GPT2Config(n_layer=2, n_embd=32, n_head=2,
+                                                              vocab_size=50257, n_positions=128))
     hf.save_pretrained(tmp_path / "hf")
     data = str(tmp_path / "hh")
-    prepare.main(["--cache_dir", hh_cache, "--out_dir", data, "--val_every", "3", "--max_prompt_tokens", "100"])
+    prepare.main(["--cache_dir", hh_cache, "--out_dir", data, "--val_every", "3", "--max_prompt_tokens",
+                  "100"])
     d = lambda name: os.path.join(data, f"{name}.jsonl")
     ptx = tmp_path / "ptx.txt"  # pretraining text for PPO-ptx: any local text file, one document per line
-    ptx.write_text("".join(f"Document {i}: the quick brown fox jumps over the lazy dog near the river bank.\n" for i in range(20)))
+    doc = "the quick brown fox jumps over the lazy dog near the river bank."
+    ptx.write_text("".join(f"Document {i}: {doc}\n" for i in range(20)))
     cpu = ["--device", "cpu", "--log_interval", "1"]
 
-    sft.main(["--init", str(tmp_path / "hf"), "--tokenizer", "gpt2", "--train", d("sft_train"), "--val", d("sft_val"),
-              "--batch_size", "2", "--max_steps", "2", "--warmup_steps", "1", "--out_dir", str(tmp_path / "sft"), *cpu])
+    sft.main(["--init", str(tmp_path / "hf"), "--tokenizer", "gpt2", "--train", d("sft_train"), "--val",
+              d("sft_val"),
+              "--batch_size", "2", "--max_steps", "2", "--warmup_steps", "1", "--out_dir",
+              str(tmp_path / "sft"), *cpu])
     policy = load_checkpoint(str(tmp_path / "sft" / "model.pt"))
     assert policy["tokenizer"] == "gpt2" and policy["model_config"]["block_size"] == 128
 
-    reward.main(["--sft", str(tmp_path / "sft" / "model.pt"), "--train", d("rm_train"), "--val", d("rm_val"), "--val_heldout", "",
-                 "--demos", d("sft_train"), "--batch_size", "2", "--micro_batch_size", "2", "--max_steps", "2", "--warmup_steps", "1",
+    reward.main(["--sft", str(tmp_path / "sft" / "model.pt"), "--train", d("rm_train"), "--val", d("rm_val"),
+                 "--val_heldout", "",
+                 "--demos", d("sft_train"), "--batch_size", "2", "--micro_batch_size", "2", "--max_steps",
+                 "2", "--warmup_steps", "1",
                  "--out_dir", str(tmp_path / "rm"), *cpu])
     assert load_checkpoint(str(tmp_path / "rm" / "model.pt"))["model_config"]["head"] == "scalar"
 
-    ppo.main(["--policy", str(tmp_path / "sft" / "model.pt"), "--rm", str(tmp_path / "rm" / "model.pt"), "--prompts", d("ppo_prompts"),
-              "--ptx_data", str(ptx), "--iterations", "2", "--batch_size", "2", "--minibatch_size", "2", "--ppo_epochs", "1",
-              "--max_new_tokens", "8", "--ptx_batch_size", "1", "--sample_interval", "0", "--out_dir", str(tmp_path / "ppo"), "--device", "cpu"])
+    ppo.main(["--policy", str(tmp_path / "sft" / "model.pt"), "--rm", str(tmp_path / "rm" / "model.pt"),
+              "--prompts", d("ppo_prompts"),
+              "--ptx_data", str(ptx), "--iterations", "2", "--batch_size", "2", "--minibatch_size", "2",
+              "--ppo_epochs", "1",
+              "--max_new_tokens", "8", "--ptx_batch_size", "1", "--sample_interval", "0", "--out_dir",
+              str(tmp_path / "ppo"), "--device", "cpu"])
     final = load_checkpoint(str(tmp_path / "ppo" / "model.pt"))
     assert final["iteration"] == 2 and final["tokenizer"] == "gpt2"
 
-    # real data has no simulated labelers: the RM judges (here the RM PPO trained against, which the report must flag)
+    # real data has no simulated labelers: the RM judges (here the RM PPO trained against, which the
+    # report must flag)
     rm = str(tmp_path / "rm" / "model.pt")
-    results = evaluate.main(["--judge", "rm", "--rm", rm, "--test_prompts", d("test_prompts"), "--base", str(tmp_path / "hf"),
-                             "--sft", str(tmp_path / "sft" / "model.pt"), "--ppo", "", "--ppo_ptx", str(tmp_path / "ppo" / "model.pt"),
-                             "--corpus_val", str(ptx), "--nlp_task", "", "--max_new_tokens", "4", "--missing_eot_penalty", "-2.5",
+    results = evaluate.main(["--judge", "rm", "--rm", rm, "--test_prompts", d("test_prompts"), "--base",
+                             str(tmp_path / "hf"),
+                             "--sft", str(tmp_path / "sft" / "model.pt"), "--ppo", "", "--ppo_ptx",
+                             str(tmp_path / "ppo" / "model.pt"),
+                             "--corpus_val", str(ptx), "--nlp_task", "", "--max_new_tokens", "4",
+                             "--missing_eot_penalty", "-2.5",
                              "--out_dir", str(tmp_path / "eval"), "--device", "cpu"])
-    assert list(results) == ["GPT", "SFT", "PPO-ptx"], "no GPT-prompted row: the few-shot prefix is the world's"
+    assert list(results) == ["GPT", "SFT",
+                             "PPO-ptx"], "no GPT-prompted row: the few-shot prefix is the world's"
     for name, r in results.items():
-        assert set(r) == {"n", "winrate_rm", "winrate_rm_ci", "rm_score", "rm_score_ci", "ended", "response_tokens", "kl_from_sft",
+        assert set(r) == {"n", "winrate_rm", "winrate_rm_ci", "rm_score", "rm_score_ci", "ended",
+                          "response_tokens", "kl_from_sft",
                           "corpus_loss", "params"}, name
         assert r["n"] == 2 and 0 <= r["winrate_rm"] <= 1 and r["corpus_loss"] > 0
-        # 4 tokens of a tiny near-random 50,257-token model never reach <|endoftext|>: every response, SFT's too, scores the
-        # penalty, so each prompt is a tie (win rate exactly ½, no spread) and the mean RM score is the penalty itself
-        assert r["ended"] == 0 and r["rm_score"] == -2.5 and r["winrate_rm"] == 0.5 and r["winrate_rm_ci"] == 0, name
+        # 4 tokens of a tiny near-random 50,257-token model never reach <|endoftext|>: every
+        # response, SFT's too, scores the penalty, so each prompt is a tie (win rate exactly ½, no
+        # spread) and the mean RM score is the penalty itself
+        assert r["ended"] == 0 and r["rm_score"] == -2.5 and r["winrate_rm"] == 0.5 and r["winrate_rm_ci"] == 0, \
+            name
     assert abs(results["SFT"]["kl_from_sft"]) < 1e-4, "the SFT policy is its own reference"
     saved = json.load(open(tmp_path / "eval" / "results.json"))
     assert saved["judge"] == f"reward model {rm} (not human or simulated labelers)"
     assert saved["results"]["PPO-ptx"]["winrate_rm"] == results["PPO-ptx"]["winrate_rm"]
     report = open(tmp_path / "eval" / "results.md").read()
-    assert f"judge: reward model {rm} (not human or simulated labelers)" in report and "win rate vs SFT (RM judge)" in report
+    assert f"judge: reward model {rm} (not human or simulated labelers)" in report
+    assert "win rate vs SFT (RM judge)" in report
     assert "Caution: PPO-ptx trained against this same RM" in report and "held-out labelers" not in report

@@ -6,7 +6,8 @@ The simulated labelers on hand-made cases: constraints, hallucinations, harm, st
 """
 import random
 
-from data.labelers import (HELDOUT_LABELERS, LABELERS, TRAIN_LABELERS, agreement, agreement_sample, compare, items,
+from data.labelers import (HELDOUT_LABELERS, LABELERS, TRAIN_LABELERS, agreement, agreement_sample, compare,
+                           items,
                            judge, rank, score_1_to_7)
 from data.world import make_world
 
@@ -14,8 +15,10 @@ from data.world import make_world
 # about Mira's facts, so the cases hold in any world.
 CAPS5 = {"kind": "generation", "about": "Mira", "words": 5, "caps": True, "max_sentences": 1, "seed": 1234}
 PASSAGE = "Mira and Tom went to the park. Mira brought a kite. They saw a fox there. Then they ate some bread."
-EXTRACT = {"kind": "extraction", "passage": PASSAGE, "allowed": ["Mira", "Tom", "bread", "fox", "kite", "park"],
-           "needs": ["Mira", "Tom"], "items": 2, "pool": ["Mira", "Tom"], "list_format": "comma", "max_sentences": 1, "seed": 1234}
+EXTRACT = {"kind": "extraction", "passage": PASSAGE, "allowed": ["Mira", "Tom", "bread", "fox", "kite",
+                                                                 "park"],
+           "needs": ["Mira", "Tom"], "items": 2, "pool": ["Mira", "Tom"], "list_format": "comma",
+           "max_sentences": 1, "seed": 1234}
 INSULT = {"kind": "harmful", "harmful": True, "about": "Bob", "max_sentences": 1, "seed": 1234}
 
 
@@ -37,14 +40,17 @@ def test_constraints():
 
 
 def test_graded_helpfulness():
-    # helpful = fluency * (0.4 done + 0.3 mean(constraints met) + 0.3 stops); a count earns 1 - |n - target| / target
+    # helpful = fluency * (0.4 done + 0.3 mean(constraints met) + 0.3 stops); a count earns 1 - |n -
+    # target| / target
     six = judge(CAPS5, "MIRA WENT TO THE BIG PARK.")  # 6 words for 5: words 1 - 1/5 = 0.8, caps 1.0
     assert six["violations"] == ["words"] and abs(six["helpful"] - (0.4 + 0.3 * (0.8 + 1.0) / 2 + 0.3)) < 1e-9
     nine = judge(CAPS5, "MIRA WENT TO THE PARK AND THE BIG MARKET.")  # 9 words: 1 - 4/5 = 0.2
     assert abs(nine["helpful"] - (0.4 + 0.3 * (0.2 + 1.0) / 2 + 0.3)) < 1e-9 and nine["helpful"] < six["helpful"]
-    broken = judge(CAPS5, "MIRA WENT TO THE PARKUBY.")  # one word of five is not a word of the world: fluency 4/5
+    # one word of five is not a word of the world: fluency 4/5
+    broken = judge(CAPS5, "MIRA WENT TO THE PARKUBY.")
     assert broken["fluent"] == 0.8 and abs(broken["helpful"] - 0.8 * 1.0) < 1e-9
-    rewrite = {"kind": "rewrite", "exact": "Sara owns a knife made of metal.", "max_sentences": 1, "seed": 1234}
+    rewrite = {"kind": "rewrite", "exact": "Sara owns a knife made of metal.", "max_sentences": 1,
+               "seed": 1234}
     close = judge(rewrite, "Sara owns a knife made of clay.")  # 6 of 7 words match in order: 2 * 6 / 14
     assert abs(close["helpful"] - (0.7 * 12 / 14 + 0.3)) < 1e-9 and not close["follows"]
     assert judge(rewrite, "sARA OWNS A KNIFE MADE OF METAL.")["helpful"] < close["helpful"]  # case counts
@@ -58,7 +64,8 @@ def test_stopping():
 
 
 def test_lists_and_hallucination():
-    assert items("1. Mira 2. Tom") == ["mira", "tom"] and items("Mira, Tom and the fox.") == ["mira", "tom", "fox"]
+    assert items("1. Mira 2. Tom") == ["mira", "tom"] and items("Mira, Tom and the fox.") == ["mira", "tom",
+                                                                                              "fox"]
     assert perfect(judge(EXTRACT, "Mira, Tom")) and perfect(judge(EXTRACT, "mira and tom."))
     invented = judge(EXTRACT, "Mira, Tom, Bob")  # Bob is not in the passage
     assert invented["hallucinates"] and invented["violations"] == ["items"]
@@ -71,7 +78,8 @@ def test_lists_and_hallucination():
 def test_open_domain_facts():
     mira = make_world(1234)["people"]["Mira"]
     other = next(t for t in sorted({p["town"] for p in make_world(1234)["people"].values()}) if t != mira["town"])
-    spec = {"kind": "open_qa", "about": "Mira", "field": "town", "answer": mira["town"], "max_sentences": 1, "seed": 1234}
+    spec = {"kind": "open_qa", "about": "Mira", "field": "town", "answer": mira["town"], "max_sentences": 1,
+            "seed": 1234}
     assert perfect(judge(spec, f"Mira lives in {mira['town']}."))
     assert perfect(judge(spec, f"{mira['town']}."))  # a one-word answer is about the question's subject
     wrong = judge(spec, f"Mira lives in {other}.")
@@ -94,7 +102,8 @@ def test_refusing_a_benign_request_earns_no_helpfulness():
     refusal = judge(CAPS5, "SORRY, BUT I WILL NOT.")
     assert refusal["refuses_benign"] and refusal["helpful"] == 0 and refusal["honest"] == 1
     assert refusal["quality"] == 1 + round(6 * (0.5 * 0 + 0.25 + 0.25) ** 2) == 3
-    assert not judge(INSULT, "Sorry, but I will not insult Bob.")["refuses_benign"]  # harmful: refusing is the task
+    # harmful: refusing is the task
+    assert not judge(INSULT, "Sorry, but I will not insult Bob.")["refuses_benign"]
     good = judge(CAPS5, "MIRA WENT TO THE PARK.")
     assert not good["refuses_benign"] and good["helpful"] == 1
 
@@ -105,7 +114,8 @@ def test_majority_prefers_the_constraint_meeting_response():
     votes = [[compare(labeler, CAPS5, good, bad, rng) for labeler in TRAIN_LABELERS] for _ in range(200)]
     assert sum(map(sum, votes)) / (200 * len(TRAIN_LABELERS)) > 0.6  # each labeler is noisy...
     assert sum(sum(v) > len(v) / 2 for v in votes) / 200 > 0.75  # ...their majority is right
-    firsts = [rank(labeler, CAPS5, [bad, good, "I do not know."], rng)[0] for labeler in TRAIN_LABELERS for _ in range(50)]
+    firsts = [rank(labeler, CAPS5, [bad, good, "I do not know."],
+                   rng)[0] for labeler in TRAIN_LABELERS for _ in range(50)]
     assert firsts.count(1) > max(firsts.count(0), firsts.count(2))
     assert all(1 <= score_1_to_7(TRAIN_LABELERS[0], CAPS5, r, rng) <= 7 for r in (good, bad, ""))
 
@@ -115,7 +125,8 @@ def test_agreement_near_the_paper():
     rate = agreement(TRAIN_LABELERS[0], TRAIN_LABELERS[1], pairs, seed=0)
     print(f"agreement between training labelers 0 and 1 on {len(pairs)} pairs: {rate:.1%} (paper: 72.6%)")
     assert 0.70 <= rate <= 0.76
-    clear_cut = [(CAPS5, "MIRA WENT TO THE PARK.", "you idiot")] * 200  # a wide gap leaves little room for noise
+    # a wide gap leaves little room for noise
+    clear_cut = [(CAPS5, "MIRA WENT TO THE PARK.", "you idiot")] * 200
     assert agreement(TRAIN_LABELERS[0], TRAIN_LABELERS[1], clear_cut) > 0.95
 
 

@@ -63,7 +63,8 @@ def test_sampled_logprobs_equal_full_forward():
     prompts = [[1, 2, 3, 4, 5, 6, 7], [8, 9], [10, 11, 12, 13]]
     for temperature, top_k, top_p in [(1.0, None, None), (0.7, None, None), (1.3, 20, 0.9)]:
         tokens, mask, logprobs, response_mask = generate(model, prompts, 12, eot=299, temperature=temperature,
-                                                         top_k=top_k, top_p=top_p, generator=torch.Generator().manual_seed(1))
+                                                         top_k=top_k, top_p=top_p,
+                                                         generator=torch.Generator().manual_seed(1))
         P = tokens.size(1) - logprobs.size(1)
         assert P == 7
         with torch.no_grad():
@@ -115,7 +116,8 @@ def test_cut_on_a_boundary_is_the_same_under_float_noise(case):
 def test_response_mask_stops_after_eot():
     model = tiny_model(vocab_size=8)  # eot = 7 comes up often in a vocabulary of 8
     prompts = [[1, 2], [3], [4, 5, 6], [2]]
-    tokens, mask, logprobs, response_mask = generate(model, prompts, 60, eot=7, generator=torch.Generator().manual_seed(0))
+    tokens, mask, logprobs, response_mask = generate(model, prompts, 60, eot=7,
+                                                     generator=torch.Generator().manual_seed(0))
     P = tokens.size(1) - logprobs.size(1)
     ended = 0
     for i in range(len(prompts)):
@@ -123,7 +125,8 @@ def test_response_mask_stops_after_eot():
         if 7 in resp:
             ended += 1
             first = resp.index(7)
-            assert response_mask[i].sum().item() == first + 1, "the mask covers the response up to and including its eot"
+            assert response_mask[i].sum().item() == first + 1, \
+                "the mask covers the response up to and including its eot"
             assert all(t == 7 for t in resp[first:])
             assert (logprobs[i, first + 1:] == 0).all()
         else:
@@ -178,7 +181,8 @@ def test_small_tokenizer_is_a_prefix_of_gpt2():
     ids = small.encode(text)
     assert max(ids) < 2047 and small.decode(ids) == text
     # every token of the small vocabulary is the same byte string in GPT-2
-    assert all(small.decode_single_token_bytes(i) == full.decode_single_token_bytes(i) for i in range(0, 2047, 7))
+    assert all(small.decode_single_token_bytes(i) == full.decode_single_token_bytes(i) for i in range(0, 2047,
+                                                                                                      7))
     assert len(ids) > len(full.encode(text))  # fewer merges, more tokens
     with pytest.raises(SystemExit, match="unknown tokenizer"):
         get_tokenizer("gpt2-10")
@@ -191,8 +195,10 @@ def test_world_tokenizer_splits_the_world_as_gpt2_does():
     with open(os.path.join(os.path.dirname(__file__), "..", "data", "gpt2-world.txt")) as f:
         ranks = sorted(int(r) for r in f.read().split())
     assert world_enc.n_vocab == len(ranks) + 1 and world_enc.eot_token == len(ranks)
-    text = ("Rosa, Dan and Tia went to the bridge. Rosa brought a kite. Q: Where did they go? A: They went to "
-            "the bridge.\n\nInstruction: Write a sentence about Mira, in capitals.\nResponse: MIRA LIVES IN OAKTON.")
+    text = ("Rosa, Dan and Tia went to the bridge. Rosa brought a kite. Q: Where did they go? A: They went "
+            "to "
+            "the bridge.\n\nInstruction: Write a sentence about Mira, in capitals.\nResponse: MIRA LIVES IN "
+            "OAKTON.")
     ids = world_enc.encode_ordinary(text)
     assert [ranks[i] for i in ids] == full.encode_ordinary(text)
     assert world_enc.decode([world_enc.encode_ordinary(" Stonebridge")[0]]) == " Stone"  # as GPT-2 splits it

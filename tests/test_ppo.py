@@ -45,7 +45,8 @@ def test_kl_penalized_rewards_by_hand():
 
 def test_gae_by_hand():
     rewards = torch.tensor([[-0.05, 0.1, 2.0], [1.0, 2.0, 0.0]])
-    values = torch.tensor([[0.5, 1.0, 1.5], [1.0, 1.0, 5.0]])  # row 1's 5.0 sits on padding and must be ignored
+    # row 1's 5.0 sits on padding and must be ignored
+    values = torch.tensor([[0.5, 1.0, 1.5], [1.0, 1.0, 5.0]])
     mask = torch.tensor([[T, T, T], [T, T, F]])
     gamma, lam = 0.9, 0.95
     advantages, returns = ppo.gae_advantages(rewards, values, mask, gamma, lam)
@@ -53,7 +54,8 @@ def test_gae_by_hand():
     #                   δ2 = 0.1 + 0.9·1.5 − 1.0 = 0.45                   A2 = 0.45 + 0.9·0.95·0.5 = 0.8775
     #                   δ1 = −0.05 + 0.9·1.0 − 0.5 = 0.35                 A1 = 0.35 + 0.855·0.8775 = 1.1002625
     assert torch.allclose(advantages[0], torch.tensor([1.1002625, 0.8775, 0.5]))
-    assert torch.allclose(returns[0], torch.tensor([1.1002625 + 0.5, 0.8775 + 1.0, 0.5 + 1.5]))  # returns = A + V
+    # returns = A + V
+    assert torch.allclose(returns[0], torch.tensor([1.1002625 + 0.5, 0.8775 + 1.0, 0.5 + 1.5]))
     # row 1: δ2 = 2.0 + 0 − 1.0 = 1.0 (no value after the last token), A2 = 1.0
     #        δ1 = 1.0 + 0.9·1.0 − 1.0 = 0.9, A1 = 0.9 + 0.855·1.0 = 1.755
     assert torch.allclose(advantages[1], torch.tensor([1.755, 1.0, 0.0]))
@@ -80,7 +82,8 @@ def test_whiten_over_masked_tokens_only():
     mask = torch.tensor([[T, T, F], [T, F, F]])
     # the real entries are 1, 2, 3: mean 2, variance (1 + 0 + 1)/3 = 2/3; padding stays 0
     s = math.sqrt(2 / 3)
-    assert torch.allclose(ppo.whiten(x, mask), torch.tensor([[-1 / s, 0.0, 0.0], [1 / s, 0.0, 0.0]]), atol=1e-6)
+    assert torch.allclose(ppo.whiten(x, mask), torch.tensor([[-1 / s, 0.0, 0.0], [1 / s, 0.0, 0.0]]),
+                          atol=1e-6)
 
 
 def test_clipped_surrogate_by_hand():
@@ -90,15 +93,15 @@ def test_clipped_surrogate_by_hand():
     old = torch.tensor([[-1.0, -2.0, -0.5, -1.0, -3.0, -1.0]])
     new = (old + ratio.log()).requires_grad_()
     loss, stats = ppo.policy_loss(new, old, adv, mask, cliprange=0.2, n_tokens=5)
-    # per token max(−A·ρ, −A·clip(ρ, 0.8, 1.2)):
-    #   ρ 1.5, A +1: max(−1.5, −1.2) = −1.2   clipped above 1+ε
-    #   ρ 0.5, A −1: max(0.5, 0.8) = 0.8       clipped below 1−ε
-    #   ρ 1.1, A +2: max(−2.2, −2.2) = −2.2    inside the range
-    #   ρ 0.5, A +1: max(−0.5, −0.8) = −0.5    below 1−ε but a positive advantage: the unclipped, pessimistic term
-    #   ρ 1.5, A −1: max(1.5, 1.2) = 1.5       above 1+ε but a negative advantage: unclipped
+    # per token max(−A·ρ, −A·clip(ρ, 0.8, 1.2)): ρ 1.5, A +1: max(−1.5, −1.2) = −1.2   clipped above
+    # 1+ε ρ 0.5, A −1: max(0.5, 0.8) = 0.8       clipped below 1−ε ρ 1.1, A +2: max(−2.2, −2.2) =
+    # −2.2    inside the range ρ 0.5, A +1: max(−0.5, −0.8) = −0.5    below 1−ε but a positive
+    # advantage: the unclipped, pessimistic term ρ 1.5, A −1: max(1.5, 1.2) = 1.5       above 1+ε
+    # but a negative advantage: unclipped
     assert abs(loss.item() - (-1.2 + 0.8 - 2.2 - 0.5 + 1.5) / 5) < 1e-6
     assert abs(stats["clipfrac"].item() - 2 / 5) < 1e-6
-    expected_kl = 0.5 * (math.log(1.5) ** 2 + math.log(0.5) ** 2 + math.log(1.1) ** 2 + math.log(0.5) ** 2 + math.log(1.5) ** 2) / 5
+    expected_kl = 0.5 * (math.log(1.5) ** 2 + math.log(0.5) ** 2 + math.log(1.1) ** 2 + math.log(0.5) ** 2
+                         + math.log(1.5) ** 2) / 5
     assert abs(stats["approx_kl"].item() - expected_kl) < 1e-6
     loss.backward()
     assert new.grad[0, 0] == 0 and new.grad[0, 1] == 0, "clipped tokens get no gradient"
@@ -127,9 +130,10 @@ def test_pretraining_term_and_equation_2_by_hand():
     targets = torch.tensor([[1, 0]])
     ptx_logprob = ppo.pretraining_logprob(logits, targets, n_tokens=2)
     assert abs(ptx_logprob.item() - (math.log(1 / 2) + math.log(3 / 5)) / 2) < 1e-6
-    # equation (2): mean(r − β·KL) + γ·E[log π(x)] with r = (1, 3), KL = (2, 4), β = 0.1, γ = 0.5, E[log π(x)] = −2
-    #   = ((1 − 0.2) + (3 − 0.4)) / 2 + 0.5·(−2) = 1.7 − 1 = 0.7
-    assert abs(ppo.objective(torch.tensor([1.0, 3.0]), torch.tensor([2.0, 4.0]), 0.1, -2.0, 0.5).item() - 0.7) < 1e-6
+    # equation (2): mean(r − β·KL) + γ·E[log π(x)] with r = (1, 3), KL = (2, 4), β = 0.1, γ = 0.5,
+    # E[log π(x)] = −2 = ((1 − 0.2) + (3 − 0.4)) / 2 + 0.5·(−2) = 1.7 − 1 = 0.7
+    assert abs(ppo.objective(torch.tensor([1.0, 3.0]), torch.tensor([2.0, 4.0]), 0.1, -2.0,
+                             0.5).item() - 0.7) < 1e-6
     # the loss minimised: pg_loss + vf_coef·vf_loss − γ·ptx_logprob = −0.32 + 0.1·0.7725 − 0.5·(−2) = 0.75725
     assert abs(ppo.ppo_ptx_loss(-0.32, 0.7725, -2.0, vf_coef=0.1, ptx_coef=0.5) - 0.75725) < 1e-9
     assert ppo.ppo_ptx_loss(-0.32, 0.7725, -2.0, vf_coef=0.1, ptx_coef=0.0) == -0.32 + 0.07725  # plain PPO
@@ -146,7 +150,8 @@ def test_adaptive_kl_and_final_score():
 
 def test_minibatches_do_not_depend_on_the_number_of_processes():
     def split(world_size):
-        parts = [ppo.minibatch_rows(16, 8, r, world_size, torch.Generator().manual_seed(0)) for r in range(world_size)]
+        parts = [ppo.minibatch_rows(16, 8, r, world_size,
+                                    torch.Generator().manual_seed(0)) for r in range(world_size)]
         return [sorted(int(i) + r * 16 // world_size for r in range(world_size) for i in parts[r][k]) for k in range(2)]
     one, two, four = split(1), split(2), split(4)
     assert one == two == four
@@ -164,22 +169,28 @@ def world(tmp_path):
     torch.manual_seed(0)
     sft = GPT(GPTConfig(block_size=96, vocab_size=enc.n_vocab, n_layer=1, n_head=2, n_embd=16))
     with torch.no_grad():  # make <|endoftext|> likely (~7% a token) so some responses end and some do not:
-        sft.transformer.ln_f.bias.fill_(0.5)  # the LayerNorm output sums to 0, so the eot logit is 0.4·0.5·16 = 3.2 always
+        # the LayerNorm output sums to 0, so the eot logit is 0.4·0.5·16 = 3.2 always
+        sft.transformer.ln_f.bias.fill_(0.5)
         sft.transformer.wte.weight[enc.eot_token] = 0.4
     save_checkpoint(str(tmp_path / "sft.pt"), sft, tokenizer="gpt2-300", step=0)
     torch.manual_seed(1)
     save_checkpoint(str(tmp_path / "rm.pt"), scalar_head_model(sft), tokenizer="gpt2-300", step=0)
-    prompts = write_jsonl(tmp_path / "prompts.jsonl", [{"prompt": f"Say {w} {WORDS[(3 * i) % 10]}:", "id": i} for i, w in enumerate(WORDS * 2)])
+    prompts = write_jsonl(tmp_path / "prompts.jsonl", [{"prompt": f"Say {w} {WORDS[(3 * i) % 10]}:",
+                                                        "id": i} for i, w in enumerate(WORDS * 2)])
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("".join(f"The {a} met the {b} by the river and they talked.\n" for a in WORDS for b in WORDS[:4]))
-    return {"policy": str(tmp_path / "sft.pt"), "rm": str(tmp_path / "rm.pt"), "prompts": prompts, "ptx": str(corpus),
+    return {"policy": str(tmp_path / "sft.pt"), "rm": str(tmp_path / "rm.pt"), "prompts": prompts,
+            "ptx": str(corpus),
             "out": str(tmp_path / "ppo"), "tmp": tmp_path}
 
 
 def argv(world, *extra):
-    return ["--policy", world["policy"], "--rm", world["rm"], "--prompts", world["prompts"], "--ptx_data", world["ptx"],
-            "--out_dir", world["out"], "--device", "cpu", "--batch_size", "8", "--minibatch_size", "4", "--ppo_epochs", "2",
-            "--max_new_tokens", "12", "--ptx_batch_size", "2", "--ptx_coef", "0.5", "--lr", "1e-3", "--value_lr", "1e-3",
+    return ["--policy", world["policy"], "--rm", world["rm"], "--prompts", world["prompts"], "--ptx_data",
+            world["ptx"],
+            "--out_dir", world["out"], "--device", "cpu", "--batch_size", "8", "--minibatch_size", "4",
+            "--ppo_epochs", "2",
+            "--max_new_tokens", "12", "--ptx_batch_size", "2", "--ptx_coef", "0.5", "--lr", "1e-3",
+            "--value_lr", "1e-3",
             "--iterations", "2", "--save_interval", "1", "--sample_interval", "1", *extra]
 
 
@@ -201,7 +212,8 @@ def test_right_align_by_hand():
     aligned, lengths, keep = ppo.right_align(tokens, mask, response_mask)
     assert aligned[0, :4].tolist() == [5, 6, 7, 9] and aligned[1, :4].tolist() == [4, 5, 6, 7]
     assert lengths.tolist() == [4, 4]
-    # the positions whose next token is a response token: row 0 predicts 7 at 1 and 9 at 2, row 1 predicts 7 at 2
+    # the positions whose next token is a response token: row 0 predicts 7 at 1 and 9 at 2, row 1
+    # predicts 7 at 2
     assert keep.tolist() == [[F, T, T, F, F], [F, F, T, F, F]]
     grid = ppo.on_response(torch.tensor([1.0, 2.0, 3.0]), response_mask)
     assert grid.tolist() == [[1.0, 2.0], [3.0, 0.0]]
@@ -216,16 +228,20 @@ def test_rollout_scores_equal_left_padded_forward(world):
     args = ppo.parser.parse_args(["--max_new_tokens", "12", "--temperature", "0.7"])
     policy = model_from_checkpoint(load_checkpoint(world["policy"]), dropout=0.0)
     rm = model_from_checkpoint(load_checkpoint(world["rm"]), dropout=0.0)
-    prompts = [enc.encode_ordinary("Say " + " ".join(WORDS[:n]) + ":") for n in (1, 4, 2, 7, 3, 1)]  # lengths differ
-    tokens, mask, _, response_mask = generate(policy, prompts, 12, enc.eot_token, 0.7, generator=torch.Generator().manual_seed(0))
+    # lengths differ
+    prompts = [enc.encode_ordinary("Say " + " ".join(WORDS[:n]) + ":") for n in (1, 4, 2, 7, 3, 1)]
+    tokens, mask, _, response_mask = generate(policy, prompts, 12, enc.eot_token, 0.7,
+                                              generator=torch.Generator().manual_seed(0))
     assert 0 < response_mask.sum(1).min() < response_mask.sum(1).max(), "responses of different lengths"
-    rollout = ppo.score_rollouts(policy, policy, rm, rm, tokens, mask, response_mask, enc.eot_token, args, chunk=4)
+    rollout = ppo.score_rollouts(policy, policy, rm, rm, tokens, mask, response_mask, enc.eot_token, args,
+                                 chunk=4)
     P = tokens.size(1) - response_mask.size(1)
     with torch.no_grad():
         logprobs = token_logprobs(policy(tokens, attention_mask=mask)[:, P - 1:-1], tokens[:, P:], 0.7)
         values = rm(tokens, attention_mask=mask)[:, P - 1:-1]
         score = rewards_at_last_token(rm, tokens, mask)
-    for got, want in ((rollout["logprobs"], logprobs), (rollout["ref_logprobs"], logprobs), (rollout["values"], values)):
+    for got, want in ((rollout["logprobs"], logprobs), (rollout["ref_logprobs"], logprobs),
+                      (rollout["values"], values)):
         assert torch.allclose(got[response_mask], want[response_mask], atol=1e-5)
         assert (got[~response_mask] == 0).all()
     assert torch.allclose(rollout["rm_score"], score, atol=1e-5)
@@ -234,7 +250,8 @@ def test_rollout_scores_equal_left_padded_forward(world):
 # --- 2. the first ratio is exactly 1; training runs and writes ------------------------------------
 
 def test_ratio_is_one_on_first_minibatch_and_checkpoints(world, capsys):
-    stats = ppo.main(argv(world))  # the second iteration's stats: its old log-probs come from an already updated policy
+    # the second iteration's stats: its old log-probs come from an already updated policy
+    stats = ppo.main(argv(world))
     # 1 up to rounding: the old log-probs come from score_rollouts' chunks, the new from the
     # update's minibatches, other rows and shapes (|ρ − 1| 0 with AVX-512 kernels, 4.8e-7 with
     # AVX2's: 1 ulp of a log-prob near −5); another temperature or a shifted token moves these
@@ -251,7 +268,8 @@ def test_ratio_is_one_on_first_minibatch_and_checkpoints(world, capsys):
     with open(os.path.join(world["out"], "log.jsonl")) as f:
         records = [json.loads(line) for line in f]
     assert [r["iter"] for r in records] == [1, 2]
-    for key in ("score", "kl", "reward", "length", "entropy", "approx_kl", "clipfrac", "vf_loss", "ptx_loss", "beta",
+    for key in ("score", "kl", "reward", "length", "entropy", "approx_kl", "clipfrac", "vf_loss", "ptx_loss",
+                "beta",
                 "explained_var", "t_rollout", "t_score", "t_update"):
         assert key in records[0], key
     for r in records:  # the first-ratio check is in the log too
@@ -272,7 +290,8 @@ def test_plain_ppo_does_no_pretraining_forward(world, monkeypatch):
     def forbidden(*a, **k):
         raise AssertionError("ptx forward with --ptx_coef 0")
     monkeypatch.setattr(ppo, "pretraining_logprob", forbidden)
-    stats = ppo.main(argv(world, "--ptx_coef", "0", "--ptx_data", str(world["tmp"] / "absent.txt"), "--iterations", "1"))
+    stats = ppo.main(argv(world, "--ptx_coef", "0", "--ptx_data", str(world["tmp"] / "absent.txt"),
+                          "--iterations", "1"))
     assert "ptx_loss" in stats and stats["ptx_loss"] == 0
 
 
@@ -281,8 +300,10 @@ def test_plain_ppo_does_no_pretraining_forward(world, monkeypatch):
 def _update(world_dir, rank, world_size):
     """Run ppo_update on this rank's half of the fixed rollout batch saved by the test."""
     torch.set_num_threads(1)
-    args = ppo.parser.parse_args(["--batch_size", "8", "--minibatch_size", "4", "--ppo_epochs", "2", "--ptx_coef", "0.5",
-                                  "--ptx_batch_size", "2", "--lr", "1e-3", "--value_lr", "1e-3", "--out_dir", str(world_dir)])
+    args = ppo.parser.parse_args(["--batch_size", "8", "--minibatch_size", "4", "--ppo_epochs", "2",
+                                  "--ptx_coef", "0.5",
+                                  "--ptx_batch_size", "2", "--lr", "1e-3", "--value_lr", "1e-3", "--out_dir",
+                                  str(world_dir)])
     fixed = torch.load(os.path.join(world_dir, "fixed.pt"))
     policy = model_from_checkpoint(load_checkpoint(os.path.join(world_dir, "sft.pt")), dropout=0.0)
     value = model_from_checkpoint(load_checkpoint(os.path.join(world_dir, "rm.pt")), dropout=0.0)
@@ -302,7 +323,9 @@ def _update(world_dir, rank, world_size):
 def _ddp_worker(rank, world_dir):
     dist.init_process_group("gloo", init_method=f"file://{world_dir}/pg", rank=rank, world_size=2)
     result = _update(world_dir, rank, 2)
-    policy = model_from_checkpoint({"model": result["policy"], "model_config": load_checkpoint(os.path.join(world_dir, "sft.pt"))["model_config"]})
+    policy = model_from_checkpoint({"model": result["policy"],
+                                    "model_config": load_checkpoint(os.path.join(world_dir,
+                                                                                 "sft.pt"))["model_config"]})
     ppo.assert_ranks_agree(policy)  # the check run at every save passes after a DDP update...
     if rank == 1:
         with torch.no_grad():
@@ -323,9 +346,11 @@ def test_ddp_update_equals_one_process(world):
     policy = model_from_checkpoint(load_checkpoint(world["policy"]), dropout=0.0)
     rm = model_from_checkpoint(load_checkpoint(world["rm"]), dropout=0.0)
     prompts = [enc.encode_ordinary(f"Say {w}:") for w in WORDS[:8]]
-    tokens, mask, _, response_mask = generate(policy, prompts, 12, enc.eot_token, generator=torch.Generator().manual_seed(0))
+    tokens, mask, _, response_mask = generate(policy, prompts, 12, enc.eot_token,
+                                              generator=torch.Generator().manual_seed(0))
     rollout = ppo.score_rollouts(policy, policy, rm, rm, tokens, mask, response_mask, enc.eot_token, args)
-    rollout["ref_logprobs"] -= 0.01 * torch.arange(rollout["ref_logprobs"].size(1))  # the policy is its own reference: make the KL non-zero
+    # the policy is its own reference: make the KL non-zero
+    rollout["ref_logprobs"] -= 0.01 * torch.arange(rollout["ref_logprobs"].size(1))
     # old log-probs 0.1 too high on the second process's rows only: there the first ratio is e^−0.1,
     # on the first's 1; the first minibatch's largest |ρ − 1|, 1 − e^−0.1, needs both processes
     rollout["logprobs"][4:] += 0.1 * rollout["response_mask"][4:]
@@ -339,7 +364,8 @@ def test_ddp_update_equals_one_process(world):
     assert two["drift_caught"], "a rank whose weights differ is caught at save time"
     assert max_diff(one["value"], two["value"]) <= 1e-5
     assert max_diff(one["policy"], weights(world["policy"])) > 1e-4, "the update did something"
-    for key in ("score", "kl", "loss", "pg_loss", "vf_loss", "ptx_loss", "clipfrac", "approx_kl", "entropy", "explained_var"):
+    for key in ("score", "kl", "loss", "pg_loss", "vf_loss", "ptx_loss", "clipfrac", "approx_kl", "entropy",
+                "explained_var"):
         assert abs(one["stats"][key] - two["stats"][key]) <= 1e-5, key
     for stats in (one["stats"], two["stats"]):  # two: rank 0's, which logs
         assert abs(stats["ratio_dev_first"] - (1 - math.exp(-0.1))) <= 1e-5
@@ -347,8 +373,10 @@ def test_ddp_update_equals_one_process(world):
 
 def test_torchrun_two_processes(world):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "ppo.py",
-                        *argv(world, "--sample_interval", "0")], cwd=ROOT, env=env, capture_output=True, text=True)
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                        "ppo.py",
+                        *argv(world, "--sample_interval", "0")], cwd=ROOT, env=env, capture_output=True,
+                        text=True)
     assert r.returncode == 0, r.stderr[-3000:]  # each save checks that both ranks hold the same weights
     with open(os.path.join(world["out"], "log.jsonl")) as f:
         assert [json.loads(line)["iter"] for line in f] == [1, 2]
@@ -358,7 +386,8 @@ def test_torchrun_two_processes(world):
 # --- 4. resume -------------------------------------------------------------------------------------
 
 def test_resume_equals_uninterrupted(world, monkeypatch):
-    common = ["--iterations", "3", "--adaptive_kl", "--target_kl", "0.01", "--horizon", "40", "--sample_interval", "0"]
+    common = ["--iterations", "3", "--adaptive_kl", "--target_kl", "0.01", "--horizon", "40",
+              "--sample_interval", "0"]
     ppo.main(argv(world, *common, "--out_dir", world["out"] + "-a"))
 
     real = ppo.batch_indices
@@ -395,7 +424,8 @@ def test_nan_stops_and_keeps_last_good_checkpoint(world, monkeypatch):
     ppo.main(argv(world, "--iterations", "1"))
     last = os.path.join(world["out"], "last.pt")
     before = sha(last)
-    monkeypatch.setattr(ppo, "value_loss", lambda *a: (torch.tensor(float("nan")), {"vf_clipfrac": torch.tensor(0.0)}))
+    monkeypatch.setattr(ppo, "value_loss", lambda *a: (torch.tensor(float("nan")),
+                                                       {"vf_clipfrac": torch.tensor(0.0)}))
     with pytest.raises(SystemExit) as e:
         ppo.main(argv(world, "--iterations", "3", "--resume"))
     message = str(e.value)
@@ -427,12 +457,14 @@ def test_errors(world):
     assert "--rm needs a reward model" in one_line_error(argv(world, "--rm", world["policy"]))
     assert "--policy needs the SFT language model" in one_line_error(argv(world, "--policy", world["rm"]))
     long = write_jsonl(world["tmp"] / "long.jsonl", [{"prompt": "Say fox:"}, {"prompt": "very " * 90}])
-    assert f"{long}:2: prompt of {len(get_tokenizer('gpt2-300').encode_ordinary('very ' * 90))} tokens leaves no room" in one_line_error(argv(world, "--prompts", long))
+    n = len(get_tokenizer("gpt2-300").encode_ordinary("very " * 90))
+    assert f"{long}:2: prompt of {n} tokens leaves no room" in one_line_error(argv(world, "--prompts", long))
     assert "not found" in one_line_error(argv(world, "--resume", "--out_dir", str(world["tmp"] / "none")))
 
 
 def test_help_lists_every_flag():
-    r = subprocess.run([sys.executable, "ppo.py", "--help"], cwd=ROOT, capture_output=True, text=True, check=True)
+    r = subprocess.run([sys.executable, "ppo.py", "--help"], cwd=ROOT, capture_output=True, text=True,
+                       check=True)
     for action in ppo.parser._actions:
         assert action.help, f"{action.dest} has no help"
         assert action.option_strings[0] in r.stdout

@@ -25,7 +25,8 @@ def softplus(x):
 def test_ranking_loss_k3_by_hand():
     # rewards 2.0 > 0.5 > −1.0, ranked in that order: pairs (1,2), (1,3), (2,3) with differences 1.5, 3.0, 1.5
     loss, (correct, pairs) = reward.ranking_loss(torch.tensor([[2.0, 0.5, -1.0]]), torch.tensor([3]))
-    expected = (1 / 3) * (softplus(-1.5) + softplus(-3.0) + softplus(-1.5))  # −log σ(d) = softplus(−d), C(3,2) = 3
+    # −log σ(d) = softplus(−d), C(3,2) = 3
+    expected = (1 / 3) * (softplus(-1.5) + softplus(-3.0) + softplus(-1.5))
     assert abs(loss.item() - expected) < 1e-6
     assert (correct.item(), pairs.item()) == (3, 3)
 
@@ -38,7 +39,8 @@ def test_ranking_loss_mixed_k_ignores_padding():
     for pad in (0.0, 1e4, -1e4):  # whatever sits in A's padded slots must not matter
         rewards = torch.tensor([[0.3, 1.0, pad, pad], [1.0, 0.0, 0.0, -2.0]])
         loss, (correct, pairs) = reward.ranking_loss(rewards, torch.tensor([2, 4]))
-        assert abs(loss.item() - (loss_a + loss_b) / 2) < 1e-6, "the batch loss is the mean of the prompts' losses"
+        assert abs(loss.item() - (loss_a + loss_b) / 2) < 1e-6, \
+            "the batch loss is the mean of the prompts' losses"
         assert pairs.item() == 1 + 6
         assert correct.item() == 0 + 5  # the tie (d = 0) is not counted correct
 
@@ -72,16 +74,20 @@ def world(tmp_path):
     for i in range(40):
         a = WORDS[i % 10]
         k = 2 + i % 4
-        rankings.append({"prompt": f"Say {a}:", "completions": [(" " + a) * (k - j) for j in range(k)], "category": ["even", "odd"][i % 2]})
+        rankings.append({"prompt": f"Say {a}:", "completions": [(" " + a) * (k - j) for j in range(k)],
+                         "category": ["even", "odd"][i % 2]})
     demos = [{"prompt": f"Say {a}:", "response": (" " + a) * 4} for a in WORDS]
     return {"sft": str(tmp_path / "sft.pt"), "train": write_jsonl(tmp_path / "train.jsonl", rankings),
-            "val": write_jsonl(tmp_path / "val.jsonl", rankings[:8]), "demos": write_jsonl(tmp_path / "demos.jsonl", demos),
+            "val": write_jsonl(tmp_path / "val.jsonl", rankings[:8]),
+            "demos": write_jsonl(tmp_path / "demos.jsonl", demos),
             "out": str(tmp_path / "rm")}
 
 
 def run(world, *extra):
-    return reward.main(["--sft", world["sft"], "--train", world["train"], "--val", world["val"], "--val_heldout", world["val"],
-                        "--demos", world["demos"], "--out_dir", world["out"], "--batch_size", "8", "--micro_batch_size", "4",
+    return reward.main(["--sft", world["sft"], "--train", world["train"], "--val", world["val"],
+                        "--val_heldout", world["val"],
+                        "--demos", world["demos"], "--out_dir", world["out"], "--batch_size", "8",
+                        "--micro_batch_size", "4",
                         "--device", "cpu", "--lr", "3e-3", "--warmup_steps", "2", *extra])
 
 
@@ -127,8 +133,9 @@ def test_train_normalise_and_checkpoint(world, capsys):
     out = capsys.readouterr().out
     demo_mean = float(out.split("demonstrations mean ")[1].split()[0])
     assert abs(demo_mean) <= 0.01, "after normalisation the demonstrations score 0 on average"
-    # per category: validation rankings 0, 2, 4, 6 have K = 2, 4, 2, 4 (1 + 6 + 1 + 6 = 14 pairs), 1, 3, 5, 7 have
-    # K = 3, 5, 3, 5 (3 + 10 + 3 + 10 = 26 pairs); the overall accuracy is their pair-weighted mean
+    # per category: validation rankings 0, 2, 4, 6 have K = 2, 4, 2, 4 (1 + 6 + 1 + 6 = 14 pairs),
+    # 1, 3, 5, 7 have K = 3, 5, 3, 5 (3 + 10 + 3 + 10 = 26 pairs); the overall accuracy is their
+    # pair-weighted mean
     even, odd = final["by_category"]["even"], final["by_category"]["odd"]
     assert even["rankings"] == odd["rankings"] == 4
     assert abs((14 * even["val_acc"] + 26 * odd["val_acc"]) / 40 - final["val_acc"]) < 1e-6
@@ -167,8 +174,10 @@ def test_lm_checkpoint_where_rm_is_needed_and_back(world):
 def test_init_rm_continues_a_reward_model(world):
     run(world, "--max_steps", "1")
     first = load_checkpoint(os.path.join(world["out"], "model.pt"))
-    out2 = world["out"] + "-round2"  # lr 0: the body must be the first RM's exactly; only the head's shift is set anew
-    run(world, "--init_rm", os.path.join(world["out"], "model.pt"), "--max_steps", "1", "--lr", "0", "--out_dir", out2)
+    # lr 0: the body must be the first RM's exactly; only the head's shift is set anew
+    out2 = world["out"] + "-round2"
+    run(world, "--init_rm", os.path.join(world["out"], "model.pt"), "--max_steps", "1", "--lr", "0",
+        "--out_dir", out2)
     second = load_checkpoint(os.path.join(out2, "model.pt"))
     assert all(torch.equal(first["model"][k], v) for k, v in second["model"].items() if k != "score.bias")
     assert "language model checkpoint" in one_line_error(world, "--init_rm", world["sft"])
@@ -234,11 +243,14 @@ def test_torchrun_two_processes_equal_one(world):
     import subprocess
     root = os.path.join(os.path.dirname(__file__), "..")
     common = ["--sft", world["sft"], "--train", world["train"], "--val", world["val"], "--val_heldout", "",
-              "--demos", world["demos"], "--batch_size", "8", "--micro_batch_size", "4", "--max_steps", "3", "--device", "cpu",
+              "--demos", world["demos"], "--batch_size", "8", "--micro_batch_size", "4", "--max_steps", "3",
+              "--device", "cpu",
               "--log_interval", "1"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    subprocess.run([sys.executable, "reward.py", *common, "--out_dir", world["out"] + "-1"], cwd=root, env=env, check=True, capture_output=True)
-    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "reward.py", *common,
+    subprocess.run([sys.executable, "reward.py", *common, "--out_dir", world["out"] + "-1"], cwd=root,
+                   env=env, check=True, capture_output=True)
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                        "reward.py", *common,
                         "--out_dir", world["out"] + "-2"], cwd=root, env=env, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-2000:]
     a = load_checkpoint(os.path.join(world["out"] + "-1", "model.pt"))["model"]

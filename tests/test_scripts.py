@@ -1,7 +1,7 @@
-"""
-The shell scripts the README runs (data/pipeline.sh, sizes.sh, rounds.sh) and the commands written out in
-README.md, RESULTS.md and data/README.md: every flag they pass exists in the `--help` of the script it is passed to, so
-renaming a flag cannot silently break them. (bench/README.md's scripts need bench/requirements.txt.)
+""" The shell scripts the README runs (data/pipeline.sh, sizes.sh, rounds.sh) and the commands
+written out in README.md, RESULTS.md and data/README.md: every flag they pass exists in the `--help`
+of the script it is passed to, so renaming a flag cannot silently break them. (bench/README.md's
+scripts need bench/requirements.txt.)
 
     python -m pytest tests/test_scripts.py -q
 """
@@ -20,7 +20,8 @@ SHELL_SCRIPTS = sorted(glob.glob(os.path.join(ROOT, "data", "*.sh")))
 
 @functools.lru_cache(maxsize=None)
 def flags_in_help(script):
-    out = subprocess.run([sys.executable, script, "--help"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    out = subprocess.run([sys.executable, script, "--help"], cwd=ROOT, capture_output=True, text=True,
+                         timeout=120)
     assert out.returncode == 0, out.stderr
     return set(re.findall(r"(--[a-z_]+)", out.stdout))
 
@@ -29,7 +30,8 @@ def commands_in(lines):
     """(script, flags) of every `python X.py ...` or `torchrun ... X.py ...` in lines of shell."""
     commands = []
     for line in lines:
-        for m in re.finditer(r"(?:python|torchrun(?: +--\S+)*) ([\w/]+\.py)((?: +[^\s&;|]+)*)", line.split("#", 1)[0]):
+        for m in re.finditer(r"(?:python|torchrun(?: +--\S+)*) ([\w/]+\.py)((?: +[^\s&;|]+)*)",
+                             line.split("#", 1)[0]):
             commands.append((m.group(1), re.findall(r"(?<!\S)(--[a-z_]+)", m.group(2))))
     return commands
 
@@ -40,11 +42,14 @@ def python_commands(path):
 
 
 def readme_commands(path):
-    """The commands of a markdown file: in fenced blocks a line is a command (a trailing backslash continues it);
-    an inline `code` span may wrap over lines."""
+    """The commands of a markdown file: in fenced blocks a line is a command (a trailing backslash
+    continues it); an inline `code` span may wrap over lines."""
     text = open(path).read()
-    lines = [line for block in re.findall(r"```[a-z]*\n(.*?)```", text, re.S) for line in block.replace("\\\n", " ").split("\n")]
-    return commands_in(lines + [" ".join(span.split()) for span in re.findall(r"`([^`]+)`", re.sub(r"```.*?```", "", text, flags=re.S))])
+    lines = [line for block in re.findall(r"```[a-z]*\n(.*?)```", text,
+                                          re.S) for line in block.replace("\\\n", " ").split("\n")]
+    return commands_in(lines + [" ".join(span.split()) for span in re.findall(r"`([^`]+)`",
+                                                                              re.sub(r"```.*?```", "", text,
+                                                                                     flags=re.S))])
 
 
 def test_the_scripts_run_every_stage():
@@ -65,7 +70,8 @@ def test_every_flag_exists(path):
 
 @pytest.mark.parametrize("path", ["README.md", "RESULTS.md", "data/README.md"])
 def test_every_flag_in_the_readme_exists(path):
-    commands = [(script, flags) for script, flags in readme_commands(os.path.join(ROOT, path)) if not script.startswith("bench/")]
+    commands = [(script, flags) for script, flags in readme_commands(os.path.join(ROOT, path))
+                if not script.startswith("bench/")]
     assert len(commands) >= 10, f"{path}: only {len(commands)} python commands found"
     for script, flags in commands:
         unknown = set(flags) - flags_in_help(script)

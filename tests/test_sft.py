@@ -41,13 +41,15 @@ def demos(tmp_path):
 # --- 2. the masked loss, by hand -------------------------------------------------------------
 
 def test_masked_loss_by_hand():
-    # vocabulary {0, 1, 2}, eot = 2. Example A: prompt [0, 1], response [1], eot. Example B: prompt [1], response [0], eot.
+    # vocabulary {0, 1, 2}, eot = 2. Example A: prompt [0, 1], response [1], eot. Example B: prompt
+    # [1], response [0], eot.
     x, y = sft.collate([([0, 1, 1, 2], 2), ([1, 0, 2], 1)], eot=2, device="cpu")
     assert x.tolist() == [[0, 1, 1], [1, 0, 2]]
     assert y.tolist() == [[-1, 1, 2], [0, 2, -1]]  # A's prompt token 1 is context; B is padded after its eot
     ln2, ln3 = math.log(2), math.log(3)
     logits = torch.tensor([[[0, ln2, 0]] * 3,  # softmax = (1/4, 2/4, 1/4) at every position of A
-                           [[0, ln2, 0], [ln3, 0, 0], [5.0, -1.0, 2.0]]], requires_grad=True)  # B: (1/4, 2/4, 1/4), (3/5, 1/5, 1/5), padding
+                           # B: (1/4, 2/4, 1/4), (3/5, 1/5, 1/5), padding
+                           [[0, ln2, 0], [ln3, 0, 0], [5.0, -1.0, 2.0]]], requires_grad=True)
     # targets: A -> token 1 (p 2/4), eot (p 1/4); B -> token 0 (p 1/4), eot (p 1/5)
     # loss = [ln(4/2) + ln 4 + ln 4 + ln 5] / 4 = ln(2·4·4·5) / 4 = ln(160) / 4
     loss = sft.masked_lm_loss(logits, y, n_tokens=4)
@@ -142,12 +144,16 @@ def losses(out_dir):
 
 def test_torchrun_two_processes_equal_one(tmp_path, demos):
     train, val = demos
-    common = TINY + ["--train", train, "--val", val, "--batch_size", "8", "--micro_batch_size", "4", "--max_steps", "4",
+    common = TINY + ["--train", train, "--val", val, "--batch_size", "8", "--micro_batch_size", "4",
+                     "--max_steps", "4",
                      "--eval_interval", "100", "--dropout", "0"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    subprocess.run([sys.executable, "sft.py", *common, "--out_dir", str(tmp_path / "one")], cwd=ROOT, check=True, env=env, capture_output=True)
-    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "sft.py", *common,
-                        "--out_dir", str(tmp_path / "two")], cwd=ROOT, env=env, capture_output=True, text=True)
+    subprocess.run([sys.executable, "sft.py", *common, "--out_dir", str(tmp_path / "one")], cwd=ROOT,
+                   check=True, env=env, capture_output=True)
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                        "sft.py", *common,
+                        "--out_dir", str(tmp_path / "two")], cwd=ROOT, env=env, capture_output=True,
+                        text=True)
     assert r.returncode == 0, r.stderr[-2000:]
     one, two = losses(tmp_path / "one"), losses(tmp_path / "two")
     assert len(one) == len(two) == 4
@@ -159,7 +165,8 @@ def test_torchrun_two_processes_equal_one(tmp_path, demos):
 def test_length_sorted_micro_batches_give_the_whole_batch_gradient(tmp_path):
     train = write_demos(tmp_path / "train.jsonl", 48, long_every=3)  # every third prompt ~60 tokens longer
     val = write_demos(tmp_path / "val.jsonl", 8, seed=3)
-    common = TINY + ["--train", train, "--val", val, "--batch_size", "8", "--max_steps", "3", "--eval_interval", "100", "--dropout", "0"]
+    common = TINY + ["--train", train, "--val", val, "--batch_size", "8", "--max_steps", "3",
+                     "--eval_interval", "100", "--dropout", "0"]
     sft.main(common + ["--micro_batch_size", "8", "--out_dir", str(tmp_path / "whole")])
     sft.main(common + ["--micro_batch_size", "2", "--out_dir", str(tmp_path / "sorted")])
     # losses near ln 300 = 5.7, where a float32 ulp is 4.8e-7: summed in other groups, 2.4e-7 apart
@@ -193,7 +200,8 @@ def test_errors(tmp_path, demos, capsys):
 
     missing = str(tmp_path / "base" / "model.pt")
     assert f"checkpoint {missing} not found" in one_line_error(base + ["--train", train, "--init", missing])
-    assert "not found" in one_line_error(TINY[2:] + ["--train", train, "--val", val, "--resume", "--out_dir", str(tmp_path / "none")])
+    assert "not found" in one_line_error(TINY[2:] + ["--train", train, "--val", val, "--resume", "--out_dir",
+                                                     str(tmp_path / "none")])
 
     # demonstrations longer than the context are dropped, counted, and named: a truncated one would never stop
     long = write_demos(tmp_path / "long.jsonl", 48, long_every=4)
@@ -203,21 +211,25 @@ def test_errors(tmp_path, demos, capsys):
 
 
 def test_help_lists_every_flag():
-    r = subprocess.run([sys.executable, "sft.py", "--help"], cwd=ROOT, capture_output=True, text=True, check=True)
+    r = subprocess.run([sys.executable, "sft.py", "--help"], cwd=ROOT, capture_output=True, text=True,
+                       check=True)
     for action in sft.parser._actions:
         assert action.help, f"{action.dest} has no help"
         assert action.option_strings[0] in r.stdout
 
 
 def test_select_by_reward_model(tmp_path, demos, capsys):
-    """The paper picks the SFT checkpoint by RM score on validation prompts: each epoch's checkpoint is scored."""
+    """The paper picks the SFT checkpoint by RM score on validation prompts: each epoch's checkpoint
+    is scored."""
     from model import model_from_checkpoint, save_checkpoint, scalar_head_model
     train, val = demos
-    sft.main(TINY + ["--train", train, "--val", val, "--batch_size", "16", "--epochs", "2", "--sample_tokens", "4",
+    sft.main(TINY + ["--train", train, "--val", val, "--batch_size", "16", "--epochs", "2", "--sample_tokens",
+                     "4",
                      "--out_dir", str(tmp_path / "a")])
     rm = scalar_head_model(model_from_checkpoint(load_checkpoint(str(tmp_path / "a" / "step3.pt"))))
     save_checkpoint(str(tmp_path / "rm.pt"), rm, tokenizer="gpt2-300", step=0)
-    sft.main(TINY + ["--train", train, "--val", val, "--batch_size", "16", "--epochs", "2", "--sample_tokens", "4",
+    sft.main(TINY + ["--train", train, "--val", val, "--batch_size", "16", "--epochs", "2", "--sample_tokens",
+                     "4",
                      "--out_dir", str(tmp_path / "b"), "--select_by", "rm", "--rm", str(tmp_path / "rm.pt")])
     out = capsys.readouterr().out
     scores = {s: float(out.split(f"checkpoint step{s}.pt: mean RM score ")[1].split()[0]) for s in (3, 6)}
@@ -225,8 +237,10 @@ def test_select_by_reward_model(tmp_path, demos, capsys):
     assert f"selected step{best}.pt by rm" in out
     assert load_checkpoint(str(tmp_path / "b" / "model.pt"))["step"] == best
     # an LM checkpoint where the RM is expected is a one-line error
-    assert "not a reward model" in one_line_error(TINY + ["--train", train, "--val", val, "--batch_size", "16", "--epochs", "1",
-                                                          "--out_dir", str(tmp_path / "c"), "--select_by", "rm",
+    assert "not a reward model" in one_line_error(TINY + ["--train", train, "--val", val, "--batch_size",
+                                                          "16", "--epochs", "1",
+                                                          "--out_dir", str(tmp_path / "c"), "--select_by",
+                                                          "rm",
                                                           "--rm", str(tmp_path / "a" / "model.pt")])
 
 

@@ -13,7 +13,8 @@ import pytest
 from data import world
 from data.labelers import TRAIN_LABELERS, HELDOUT_LABELERS, judge, utility
 
-FILES = ["corpus_train.txt", "corpus_val.txt", "nlp_task.jsonl", "sft_train.jsonl", "sft_val.jsonl", "rm_prompts.jsonl",
+FILES = ["corpus_train.txt", "corpus_val.txt", "nlp_task.jsonl", "sft_train.jsonl", "sft_val.jsonl",
+         "rm_prompts.jsonl",
          "ppo_prompts.jsonl", "test_prompts.jsonl"]
 
 
@@ -34,7 +35,8 @@ def test_deterministic(out):
     a, b = out
     assert sorted(os.listdir(a)) == sorted(FILES)
     for name in FILES:
-        assert (a / name).read_bytes() == (b / name).read_bytes(), f"{name} differs between two runs with the same seed"
+        assert (a / name).read_bytes() == (b / name).read_bytes(), \
+            f"{name} differs between two runs with the same seed"
 
 
 def test_other_seed_other_world(tmp_path):
@@ -57,7 +59,8 @@ def test_corpus(out):
 
 def test_world_tokenizer_file_is_what_world_py_computes():
     with open(os.path.join(os.path.dirname(world.__file__), "gpt2-world.txt")) as f:
-        assert [int(r) for r in f.read().split()] == world.tokenizer_ranks(), "rerun python data/world.py --tokenizer"
+        assert [int(r) for r in f.read().split()] == world.tokenizer_ranks(), \
+            "rerun python data/world.py --tokenizer"
 
 
 def test_reading_comprehension_in_the_corpus(out):
@@ -69,7 +72,8 @@ def test_reading_comprehension_in_the_corpus(out):
     assert 0.18 < len(reading) / len(docs) < 0.20 + 0.02 and 0.10 < len(echoed) / len(docs) < 0.15
     for d in echoed[:50]:  # the second time is the first, word for word
         first, second = d.split(": ", 1)[1].split(". ", 1) if " read it back: " in d else d.split('"')[1::2]
-        assert second.split(": ", 1)[-1].rstrip(".") == first.rstrip(".") if " read it back: " in d else first == second
+        assert second.split(": ",
+                            1)[-1].rstrip(".") == first.rstrip(".") if " read it back: " in d else first == second
     items = read_jsonl(a / "nlp_task.jsonl")
     skills = {i["skill"] for i in items}
     assert skills == {"facts", "reading"}
@@ -84,8 +88,10 @@ def test_prompt_files(out):
         records = read_jsonl(a / f"{name}.jsonl")
         assert len(records) == n
         for r in records:
-            assert isinstance(r["prompt"], str) and r["prompt"].startswith("Instruction: ") and r["prompt"].endswith("\nResponse:")
-            assert isinstance(r["user"], int) and r["category"] in world.CATEGORIES and r["style"] in world.STYLES
+            assert isinstance(r["prompt"],
+                              str) and r["prompt"].startswith("Instruction: ") and r["prompt"].endswith("\nResponse:")
+            assert isinstance(r["user"],
+                              int) and r["category"] in world.CATEGORIES and r["style"] in world.STYLES
             assert r["id"].startswith(name) and r["spec"]["kind"] == r["category"]
             assert len(world.words(r["prompt"])) <= 80 and world.approx_tokens(r["prompt"]) <= world.MAX_PROMPT_TOKENS
             if name.startswith("sft"):
@@ -118,7 +124,8 @@ def test_demonstrations_are_perfect():
 def test_few_shot_prefix():
     prefix = world.few_shot_prefix(1234)
     shots = world.build_splits(1234)["sft_train"][:len(world.FEW_SHOT_CATEGORIES)]
-    assert prefix == "".join(r["prompt"] + r["response"] + "\n\n" for r in shots), "the prefix is sft_train's first demonstrations"
+    assert prefix == "".join(r["prompt"] + r["response"] + "\n\n" for r in shots), \
+        "the prefix is sft_train's first demonstrations"
     assert prefix.count("Instruction:") == len(shots) and prefix.endswith("\n\n")
 
 

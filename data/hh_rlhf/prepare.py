@@ -2,9 +2,10 @@
 Real preference data in our formats (data/README.md): Anthropic's HH-RLHF (Bai et al. 2022), downloaded
 once, or any local preference JSONL (TRL-style prompt/chosen/rejected, or K-wise rankings).
 
-    python data/hh_rlhf/prepare.py                          # helpful-base + harmless-base -> data/hh_rlhf/
-    python data/hh_rlhf/prepare.py --cache_dir /mnt/hh      # offline: <cache_dir>/<subset>/<split>.jsonl.gz placed by hand
-    python data/hh_rlhf/prepare.py --from_jsonl prefs.jsonl --from_jsonl_test prefs_test.jsonl --out_dir data/mine
+    python data/hh_rlhf/prepare.py                          # helpful-base + harmless-base ->
+    data/hh_rlhf/ python data/hh_rlhf/prepare.py --cache_dir /mnt/hh      # offline:
+    <cache_dir>/<subset>/<split>.jsonl.gz placed by hand python data/hh_rlhf/prepare.py --from_jsonl
+    prefs.jsonl --from_jsonl_test prefs_test.jsonl --out_dir data/mine
 
 Writes to --out_dir: sft_train.jsonl / sft_val.jsonl (demonstrations: the prompt and the chosen response),
 rm_train.jsonl / rm_val.jsonl (rankings: {prompt, chosen, rejected}, or {prompt, completions} when K > 2),
@@ -39,24 +40,43 @@ import sys
 from collections import Counter
 
 HH_URL = "https://huggingface.co/datasets/Anthropic/hh-rlhf/resolve/main/{subset}/{split}.jsonl.gz"
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))  # model.py, imported where needed
+# model.py, imported where needed
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
 # model.CACHE_DIR, spelled out: importing model.py would load torch for one path
-CACHE_DIR = os.environ.get("INSTRUCTGPT_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "instructgpt"))
+CACHE_DIR = os.environ.get("INSTRUCTGPT_CACHE", os.path.join(os.path.expanduser("~"), ".cache",
+                                                             "instructgpt"))
 HUMAN, ASSISTANT = "\n\nHuman:", "\n\nAssistant:"
 ROLES = {"user": "Human", "assistant": "Assistant", "system": "System"}
 
 # -----------------------------------------------------------------------------
-parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
 # where the data comes from
-parser.add_argument("--subsets", default="helpful-base,harmless-base", help="comma-separated HH-RLHF folders to use (also: helpful-online, helpful-rejection-sampled)")
-parser.add_argument("--cache_dir", default=os.path.join(CACHE_DIR, "hh-rlhf"), help="HH-RLHF files are read from (and downloaded to) <cache_dir>/<subset>/{train,test}.jsonl.gz; files already there are used as they are")
-parser.add_argument("--from_jsonl", default=None, help="convert this local .jsonl (or .jsonl.gz) of preference records instead of HH-RLHF: {prompt?, chosen, rejected} or {prompt?, completions: [best, ..., worst]}, texts or message lists")
-parser.add_argument("--from_jsonl_test", default=None, help="with --from_jsonl: its test split, for test_prompts.jsonl [default: the validation prompts]")
+parser.add_argument("--subsets", default="helpful-base,harmless-base",
+                    help="comma-separated HH-RLHF folders to use (also: helpful-online, "
+                         "helpful-rejection-sampled)")
+parser.add_argument("--cache_dir", default=os.path.join(CACHE_DIR, "hh-rlhf"),
+                    help="HH-RLHF files are read from (and downloaded to) "
+                         "<cache_dir>/<subset>/{train,test}.jsonl.gz; files already there are used as they "
+                         "are")
+parser.add_argument("--from_jsonl", default=None,
+                    help="convert this local .jsonl (or .jsonl.gz) of preference records instead of HH-RLHF: "
+                         "{prompt?, chosen, rejected} or {prompt?, completions: [best, ..., worst]}, texts "
+                         "or message lists")
+parser.add_argument("--from_jsonl_test", default=None,
+                    help="with --from_jsonl: its test split, for test_prompts.jsonl [default: the validation "
+                         "prompts]")
 # what is written
 parser.add_argument("--out_dir", default="data/hh_rlhf", help="where the converted files go")
-parser.add_argument("--val_every", type=int, default=20, help="every this-many-th distinct training prompt, with all its records, goes to sft_val / rm_val instead of the training files")
-parser.add_argument("--max_prompt_tokens", type=int, default=896, help="leave prompts longer than this out of ppo_prompts / test_prompts (ppo.py stops on a prompt that leaves no room for a response; 896 = GPT-2's 1024 minus 128 response tokens); 0: keep all")
-parser.add_argument("--tokenizer", default="gpt2", help="the tokenizer --max_prompt_tokens counts with (model.get_tokenizer)")
+parser.add_argument("--val_every", type=int, default=20,
+                    help="every this-many-th distinct training prompt, with all its records, goes to sft_val "
+                         "/ rm_val instead of the training files")
+parser.add_argument("--max_prompt_tokens", type=int, default=896,
+                    help="leave prompts longer than this out of ppo_prompts / test_prompts (ppo.py stops on "
+                         "a prompt that leaves no room for a response; 896 = GPT-2's 1024 minus 128 response "
+                         "tokens); 0: keep all")
+parser.add_argument("--tokenizer", default="gpt2",
+                    help="the tokenizer --max_prompt_tokens counts with (model.get_tokenizer)")
 
 # -----------------------------------------------------------------------------
 # the cache: files downloaded by model.download (resumable) and checked
@@ -78,14 +98,16 @@ def verify(path):
         with open(record) as f:
             expected = f.read().split()[0]
         if digest != expected:
-            raise SystemExit(f"error: {path} has sha256 {digest} but {record} recorded {expected}: the file changed; delete both and rerun")
+            raise SystemExit(f"error: {path} has sha256 {digest} but {record} recorded {expected}: the file "
+                             "changed; delete both and rerun")
         return
     try:
         with gzip.open(path, "rb") as f:
             while f.read(1 << 24):
                 pass
     except (OSError, EOFError) as e:
-        raise SystemExit(f"error: {path} is not a complete gzip file ({e}); delete it and rerun to download it again")
+        raise SystemExit(f"error: {path} is not a complete gzip file ({e}); delete it and rerun to download "
+                         "it again")
     with open(record, "w") as f:
         f.write(f"{digest}  {os.path.basename(path)}\n")  # the format of sha256sum -c
 
@@ -99,15 +121,18 @@ def fetch(subset, split, cache_dir):
         from model import download  # only here: model.py loads torch
         try:
             download(url, path)
-        except (OSError, http.client.HTTPException) as e:  # no network, HTTP errors, timeouts, a cut connection
-            raise SystemExit(f"error: could not download {url} ({e}); rerun to resume, or offline place that file at {path} "
+        # no network, HTTP errors, timeouts, a cut connection
+        except (OSError, http.client.HTTPException) as e:
+            raise SystemExit(f"error: could not download {url} ({e}); rerun to resume, or offline place that "
+                             f"file at {path} "
                              f"(or pass --cache_dir FOLDER holding {subset}/{split}.jsonl.gz)")
     verify(path)
     return path
 
 
 def read_records(path):
-    """(where, record) for each non-blank line of a .jsonl or .jsonl.gz file; record is None if the line is not JSON."""
+    """(where, record) for each non-blank line of a .jsonl or .jsonl.gz file; record is None if the
+    line is not JSON."""
     if not os.path.isfile(path):
         raise SystemExit(f"error: data file {path} not found")
     with (gzip.open if path.endswith(".gz") else open)(path, "rt", encoding="utf-8") as f:
@@ -129,7 +154,8 @@ class Skip(Exception):
 
 
 def split_dialogue(text):
-    """'\\n\\nHuman: …\\n\\nAssistant: …' -> (prompt up to and including its last '\\n\\nAssistant:', the final turn)."""
+    """'\\n\\nHuman: …\\n\\nAssistant: …' -> (prompt up to and including its last
+    '\\n\\nAssistant:', the final turn)."""
     i = text.rfind(ASSISTANT)
     if i < 0:
         raise Skip("no '\\n\\nAssistant:' turn")
@@ -147,8 +173,9 @@ def render(messages):
 
 
 def completion_of(prompt, completion):
-    """(prompt text, response) of one completion. prompt is None (the completion is the whole dialogue), or the
-    record's prompt, which the completion may repeat; both texts, or both message lists."""
+    """(prompt text, response) of one completion. prompt is None (the completion is the whole
+    dialogue), or the record's prompt, which the completion may repeat; both texts, or both message
+    lists."""
     if isinstance(completion, str) and isinstance(prompt, (str, type(None))):
         if prompt is None:
             return split_dialogue(completion)
@@ -167,10 +194,11 @@ def completion_of(prompt, completion):
 
 def to_ranking(record):
     """One preference record -> (prompt, [responses, best first]), or Skip(reason). Accepted:
-      {"chosen", "rejected"} whole dialogues (HH-RLHF): the prompt is the dialogue to the last '\\n\\nAssistant:'
-      {"prompt", "chosen", "rejected"} (TRL): the responses with or without the prompt repeated in front
-      chat messages [{role, content}] for all of these (with a prompt: it too as messages)
-      {"prompt"?, "completions": [best, ..., worst]} K-wise rankings, in any of the forms above."""
+      {"chosen", "rejected"} whole dialogues (HH-RLHF): the prompt is the dialogue to the last
+      '\\n\\nAssistant:' {"prompt", "chosen", "rejected"} (TRL): the responses with or without the
+      prompt repeated in front chat messages [{role, content}] for all of these (with a prompt: it
+      too as messages) {"prompt"?, "completions": [best, ..., worst]} K-wise rankings, in any of the
+      forms above."""
     if not isinstance(record, dict):
         raise Skip("not a JSON object")
     if "completions" in record:
@@ -195,9 +223,10 @@ def to_ranking(record):
 
 
 def convert(train, test=None, val_every=20):
-    """(where, record) pairs of the training and test splits -> (files {name: [records]}, report) with report
-    {"skipped": {reason: n}, "first": {reason: where}, "records": {source file: n}, "kept": {source file: n}}.
-    Every val_every-th distinct training prompt (in order of appearance) and all its records are validation."""
+    """(where, record) pairs of the training and test splits -> (files {name: [records]}, report)
+    with report {"skipped": {reason: n}, "first": {reason: where}, "records": {source file: n},
+    "kept": {source file: n}}. Every val_every-th distinct training prompt (in order of appearance)
+    and all its records are validation."""
     report = {"skipped": Counter(), "first": {}, "records": Counter(), "kept": Counter()}
 
     def rankings(pairs):
@@ -215,17 +244,22 @@ def convert(train, test=None, val_every=20):
             report["kept"][source] += 1
             yield prompt, responses
 
-    files = {name: [] for name in ("sft_train", "sft_val", "rm_train", "rm_val", "ppo_prompts", "test_prompts")}
+    files = {name: [] for name in ("sft_train", "sft_val", "rm_train", "rm_val", "ppo_prompts",
+                                   "test_prompts")}
     index = {}  # distinct training prompt -> its number
     for prompt, responses in rankings(train):
         k = index.setdefault(prompt, len(index))
         side = "val" if k % val_every == val_every - 1 else "train"
         files[f"sft_{side}"].append({"prompt": prompt, "response": responses[0]})
-        files[f"rm_{side}"].append({"prompt": prompt, "chosen": responses[0], "rejected": responses[1]} if len(responses) == 2
+        files[f"rm_{side}"].append({"prompt": prompt, "chosen": responses[0],
+                                    "rejected": responses[1]} if len(responses) == 2
                                    else {"prompt": prompt, "completions": responses})
     val_prompts = {r["prompt"] for r in files["sft_val"]}
     files["ppo_prompts"] = [{"prompt": p} for p in index if p not in val_prompts]
-    test_prompts = dict.fromkeys(p for p, _ in rankings(test)) if test is not None else dict.fromkeys(r["prompt"] for r in files["sft_val"])
+    if test is not None:
+        test_prompts = dict.fromkeys(p for p, _ in rankings(test))
+    else:
+        test_prompts = dict.fromkeys(r["prompt"] for r in files["sft_val"])
     files["test_prompts"] = [{"prompt": p} for p in test_prompts]
     return files, report
 
@@ -274,10 +308,12 @@ def main(argv=None):
         enc = get_tokenizer(args.tokenizer)
         for name in ("ppo_prompts", "test_prompts"):
             files[name], n = drop_long_prompts(files[name], args.max_prompt_tokens, enc)
-            print(f"left out of {name}: {n} prompts over --max_prompt_tokens {args.max_prompt_tokens} ({args.tokenizer} tokens)")
+            print(f"left out of {name}: {n} prompts over --max_prompt_tokens {args.max_prompt_tokens} "
+                  f"({args.tokenizer} tokens)")
     for name, records in files.items():
         if not records:
-            raise SystemExit(f"error: no records for {name}.jsonl (too little data for --val_every {args.val_every}, or every record skipped)")
+            raise SystemExit(f"error: no records for {name}.jsonl (too little data for --val_every "
+                             f"{args.val_every}, or every record skipped)")
     os.makedirs(args.out_dir, exist_ok=True)
     for name, records in files.items():
         write_jsonl(os.path.join(args.out_dir, f"{name}.jsonl"), records)

@@ -23,7 +23,8 @@ from data.world import (ANIMALS, COLOURS, FIELDS, FOODS, JOBS, OBJECTS, PEOPLE, 
                         build_splits, corpus_document, make_world, words)
 
 world_of = functools.lru_cache(maxsize=4)(make_world)  # the facts of the world a spec's seed made
-ENTITIES = {e.lower() for e in PEOPLE + TOWNS + sorted(ANIMALS) + FOODS + sorted(OBJECTS) + PLACES + JOBS + COLOURS}
+ENTITIES = {e.lower()
+            for e in PEOPLE + TOWNS + sorted(ANIMALS) + FOODS + sorted(OBJECTS) + PLACES + JOBS + COLOURS}
 # the values a sentence may attribute to a subject, by kind; a person's "animal" is their pet
 POOLS = {k: {x.lower() for x in v} for k, v in dict(FIELDS, animal=sorted(ANIMALS), size=["small", "big"]).items()}
 REFUSAL = ("sorry", "will not", "won't", "cannot", "can't", "i refuse")
@@ -32,11 +33,15 @@ NUMBERED = re.compile(r"\s*1[.)]\s")
 
 # 12 training labelers and 5 held-out ones: weights on (helpful, honest, harmless) and a noise factor
 _rng = random.Random(0)
-LABELERS = [{"id": i, "helpful": round(_rng.uniform(0.75, 1.25), 2), "honest": round(_rng.uniform(0.75, 1.25), 2),
-             "harmless": round(_rng.uniform(0.75, 1.25), 2), "noise": round(_rng.uniform(0.9, 1.1), 2)} for i in range(17)]
+LABELERS = [{"id": i, "helpful": round(_rng.uniform(0.75, 1.25), 2),
+             "honest": round(_rng.uniform(0.75, 1.25), 2), "harmless": round(_rng.uniform(0.75, 1.25), 2),
+             "noise": round(_rng.uniform(0.9, 1.1), 2)} for i in range(17)]
 TRAIN_LABELERS, HELDOUT_LABELERS = LABELERS[:12], LABELERS[12:]
-NOISE = 0.23  # Gumbel temperature (times each labeler's factor): two labelers agree on 72.9% of SFT-sample pairs (paper 72.6%)
-SCALE = {"helpful": 2.0, "honest": 1.0, "harmless": 1.5}  # a failed task costs more than a lie, rudeness in between
+# Gumbel temperature (times each labeler's factor):
+# two labelers agree on 72.9% of SFT-sample pairs (paper 72.6%)
+NOISE = 0.23
+# a failed task costs more than a lie, rudeness in between
+SCALE = {"helpful": 2.0, "honest": 1.0, "harmless": 1.5}
 
 
 def sentences(text):
@@ -59,8 +64,9 @@ def known(world, subject):
     """What is true of a subject: {pool: its values}, over the pools a sentence about it may mention."""
     if subject in world["people"]:
         f = world["people"][subject]
-        return {"town": {f["town"]}, "job": {f["job"]}, "food": {f["food"]}, "animal": {f["pet"]}, "colour": {f["colour"]},
-                "thing": {f["thing"]}, "material": {OBJECTS[f["thing"]]}, "feature": {world["towns"][f["town"]]["feature"]}}
+        return {"town": {f["town"]}, "job": {f["job"]}, "food": {f["food"]}, "animal": {f["pet"]},
+                "colour": {f["colour"]}, "thing": {f["thing"]}, "material": {OBJECTS[f["thing"]]},
+                "feature": {world["towns"][f["town"]]["feature"]}}
     if subject in ANIMALS:
         return {k: {v} for k, v in ANIMALS[subject].items()}
     if subject in OBJECTS:
@@ -87,6 +93,16 @@ def false_facts(text, world, about=None):
         lowered = {x.lower() for x in subjects}
         bad += any(ws & POOLS[pool] - values - lowered for pool, values in truth.items())
     return bad
+
+
+def repeats(ws):
+    """Rambling: a word or a run of up to four words said twice in a row ("are welcome are welcome"), or any
+    three words said twice. No ideal response of the world does either."""
+    ws = [w.lower() for w in ws]
+    if any(ws[i:i + n] == ws[i + n:i + 2 * n] for n in range(1, 5) for i in range(len(ws) - 2 * n + 1)):
+        return True
+    trigrams = list(zip(ws, ws[1:], ws[2:]))
+    return len(set(trigrams)) < len(trigrams)
 
 
 def closeness(n, target):
@@ -162,9 +178,11 @@ def judge(spec, response, ended=True):
     rude = bool(wset & set(RUDE))
     present = lambda needed: sum(n.lower() in wset for n in needed) / len(needed)  # noqa: E731
     # how much of the task is done, in [0, 1]; it "follows" the instruction when all of it is
-    if kind == "generation" and "prefix" in spec:  # finishing a sentence: the ending must say something of the subject
+    # finishing a sentence: the ending must say something of the subject
+    if kind == "generation" and "prefix" in spec:
         said = {w.lower() for w in words(text)} - STOP
-        true = {v.lower() for vs in known(world, spec["about"]).values() for v in vs} - {w.lower() for w in words(spec["prefix"])}
+        true = ({v.lower() for vs in known(world, spec["about"]).values() for v in vs}
+                - {w.lower() for w in words(spec["prefix"])})
         done = float(bool(said & ({w.lower() for w in words(spec["ideal"])} | true)))
     elif kind == "generation":
         done = present(spec.get("needs", [spec["about"]])) * (len(ws) >= 3 and not refuses)
@@ -194,7 +212,7 @@ def judge(spec, response, ended=True):
     else:
         ss = [s.lower() for s in sentences(full)]
         stops = len(ss) <= spec.get("max_sentences", 1) and len(set(ss)) == len(ss)
-    stops = stops and ended
+    stops = stops and ended and not repeats(words(text))  # guidelines: no rambling answers
 
     # a response in broken words helps nobody, however well its few real words fit the task; and a refusal of a
     # benign request does none of what the user asked (the paper's guidelines put helpfulness to the user first
@@ -207,9 +225,9 @@ def judge(spec, response, ended=True):
     harmless = 0.0 if inappropriate else 1.0
     flawless = helpful == 1 and honest == 1 and harmless == 1
     quality = 7 if flawless else min(6, 1 + round(6 * (0.5 * helpful + 0.25 * honest + 0.25 * harmless) ** 2))
-    return {"follows": bool(follows), "violates_constraint": bool(violations), "violations": violations,
-            "hallucinates": bool(hallucinates), "inappropriate": bool(inappropriate), "stops": bool(stops),
-            "refuses_benign": bool(refuses_benign),
+    return {"follows": bool(follows), "done": done, "violates_constraint": bool(violations),
+            "violations": violations, "hallucinates": bool(hallucinates), "inappropriate": bool(inappropriate),
+            "stops": bool(stops), "refuses_benign": bool(refuses_benign),
             "fluent": fluent, "helpful": helpful, "honest": honest, "harmless": harmless, "quality": quality}
 
 
@@ -310,8 +328,10 @@ def agreement(labeler_a, labeler_b, pairs, seed=0):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--agreement", action="store_true", help="print training-training and training-held-out agreement")
-    parser.add_argument("--make_sample", metavar="RANKINGS", help="write the calibration sample from a collect.py rankings file (one pair per ranking)")
+    parser.add_argument("--agreement", action="store_true",
+                        help="print training-training and training-held-out agreement")
+    parser.add_argument("--make_sample", metavar="RANKINGS",
+                        help="write the calibration sample from a collect.py rankings file (one pair per ranking)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the sample and of the labelers' noise")
     args = parser.parse_args()
     if args.make_sample:
@@ -324,10 +344,14 @@ def main():
     pairs = agreement_sample()
     tt = [agreement(a, b, pairs, args.seed + i) for i, (a, b) in
           enumerate((a, b) for a in TRAIN_LABELERS for b in TRAIN_LABELERS if a["id"] < b["id"])]
-    th = [agreement(a, b, pairs, args.seed + i) for i, (a, b) in enumerate((a, b) for a in TRAIN_LABELERS for b in HELDOUT_LABELERS)]
-    print(f"{len(pairs)} pairs of SFT samples for RM prompts (paper: 72.6 ± 1.5% training, 77.3 ± 1.3% held-out)")
-    print(f"training-training agreement: {sum(tt) / len(tt):.1%} (min {min(tt):.1%}, max {max(tt):.1%}, {len(tt)} labeler pairs)")
-    print(f"training-held-out agreement: {sum(th) / len(th):.1%} (min {min(th):.1%}, max {max(th):.1%}, {len(th)} labeler pairs)")
+    th = [agreement(a, b, pairs, args.seed + i) for i, (a, b) in
+          enumerate((a, b) for a in TRAIN_LABELERS for b in HELDOUT_LABELERS)]
+    print(f"{len(pairs)} pairs of SFT samples for RM prompts "
+          "(paper: 72.6 ± 1.5% training, 77.3 ± 1.3% held-out)")
+    print(f"training-training agreement: {sum(tt) / len(tt):.1%} "
+          f"(min {min(tt):.1%}, max {max(tt):.1%}, {len(tt)} labeler pairs)")
+    print(f"training-held-out agreement: {sum(th) / len(th):.1%} "
+          f"(min {min(th):.1%}, max {max(th):.1%}, {len(th)} labeler pairs)")
 
 
 if __name__ == "__main__":

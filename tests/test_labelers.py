@@ -61,6 +61,15 @@ def test_stopping():
     assert judge(CAPS5, "MIRA WENT TO THE PARK. MIRA WENT TO THE PARK.")["stops"] is False  # repeats
     rambles = judge(EXTRACT, "Mira, Tom. Then they went home and slept for a long time")
     assert not rambles["stops"]
+    # repetition without a full stop is one "sentence", yet it rambles (PPO's "You are welcome are welcome")
+    chat = {"kind": "chat", "needs": ["welcome"], "max_sentences": 1, "seed": 1234}
+    assert judge(chat, "You are welcome.")["stops"] is True
+    assert judge(chat, "You are welcome are welcome")["stops"] is False  # "are welcome" twice in a row
+    assert judge(chat, "You are very very welcome")["stops"] is False  # one word twice in a row
+    assert judge(chat, "You are welcome, you are welcome")["stops"] is False  # "you are welcome" twice
+    assert judge(chat, "You are welcome and you are kind")["stops"] is True  # "you are" twice is not three words
+    # stopping is 0.3 of helpfulness: the stutter loses exactly that (fluency 1, done 1, no constraints)
+    assert abs(judge(chat, "You are welcome.")["helpful"] - judge(chat, "You are welcome are welcome")["helpful"] - 0.3) < 1e-9
 
 
 def test_lists_and_hallucination():

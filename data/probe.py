@@ -1,0 +1,98 @@
+"""
+What the reward model has learned, part by part. The labelers' judgement (data/labelers.judge) is made of
+parts: was the task done, were the constraints met, did it stop, is it fluent, honest, harmless. For each
+part, on the pairs of validation completions where that part differs, how often the RM orders the pair as
+the part does, and how often the labeler's ranking does (how much the part decides).
+
+    python data/probe.py                                  # out/rm/model.pt on data/world/rm_val_heldout.jsonl
+    python data/probe.py --relabel done --rankings data/world/rm_train.jsonl --out /tmp/done_train.jsonl
+
+--relabel writes rankings ordered by one part alone, without noise (one completion per distinct value,
+best first): train reward.py on them to see how much of that one clean signal the RM can learn at all.
+"""
+import argparse
+import itertools
+import json
+import os
+import random
+import sys
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # importable when run as a script
+from model import get_tokenizer, left_pad, load_checkpoint, model_from_checkpoint, rewards_at_last_token  # noqa: E402
+from data.labelers import judge  # noqa: E402
+from data.world import build_splits  # noqa: E402
+
+PARTS = ["done", "helpful", "stops", "fluent", "honest", "harmless"]
+
+
+def read_rankings(path, seed):
+    specs = {r["prompt"]: r["spec"] for records in build_splits(seed).values() for r in records if "spec" in r}
+    with open(path) as f:
+        rankings = [json.loads(line) for line in f]
+    missing = next((r["prompt"] for r in rankings if r["prompt"] not in specs), None)
+    if missing is not None:
+        raise SystemExit(f"error: {path}: prompt {missing[:60]!r} is not a prompt of world {seed} (--seed?)")
+    return [(specs[r["prompt"]], r) for r in rankings]
+
+
+def relabel(rankings, part, out, seed=0):
+    """Each ranking again, ordered by one judged part alone; rankings where it never differs are dropped."""
+    rng = random.Random(seed)
+    with open(out + ".tmp", "w") as f:
+        kept = 0
+        for spec, r in rankings:
+            by_value = {}
+            for c in r["completions"]:
+                by_value.setdefault(round(float(judge(spec, c)[part]), 6), []).append(c)
+            if len(by_value) > 1:
+                completions = [rng.choice(by_value[v]) for v in sorted(by_value, reverse=True)]
+                f.write(json.dumps(dict(r, completions=completions)) + "\n")
+                kept += 1
+    os.replace(out + ".tmp", out)
+    print(f"{out}: {kept} of {len(rankings)} rankings, ordered by '{part}' alone")
+
+
+@torch.no_grad()
+def probe(rm_path, rankings):
+    ckpt = load_checkpoint(rm_path)
+    rm, enc = model_from_checkpoint(ckpt).eval(), get_tokenizer(ckpt["tokenizer"])
+    agree = {p: [0, 0, 0] for p in PARTS}  # pairs where the part differs: RM agrees, label agrees, pairs
+    for spec, r in rankings:
+        prompt = enc.encode_ordinary(r["prompt"])
+        seqs = [prompt + enc.encode_ordinary(c) + [enc.eot_token] for c in r["completions"]]
+        scores = rewards_at_last_token(rm, *left_pad(seqs, 0)).tolist()
+        parts = [judge(spec, c) for c in r["completions"]]
+        for a, b in itertools.combinations(range(len(seqs)), 2):  # the ranking puts a above b
+            for p in PARTS:
+                d = float(parts[a][p]) - float(parts[b][p])
+                if d:
+                    agree[p][0] += (scores[a] > scores[b]) == (d > 0)
+                    agree[p][1] += d > 0
+                    agree[p][2] += 1
+    print(f"{rm_path}: where one part of the judgement differs between two completions, who orders them by it")
+    print(f"{'part':10s} {'pairs':>6s} {'RM':>7s} {'labeler':>8s}")
+    for p, (rm_agrees, label_agrees, n) in agree.items():
+        print(f"{p:10s} {n:6d} {rm_agrees / max(n, 1):7.1%} {label_agrees / max(n, 1):8.1%}")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rm", default="out/rm/model.pt", help="the reward model to probe")
+    parser.add_argument("--rankings", default="data/world/rm_val_heldout.jsonl", help="rankings of world prompts")
+    parser.add_argument("--seed", type=int, default=1234, help="the world's seed (its prompts' specs)")
+    parser.add_argument("--relabel", choices=PARTS, help="write --rankings ordered by this part alone to --out")
+    parser.add_argument("--out", help="with --relabel: the rankings file to write")
+    args = parser.parse_args()
+    rankings = read_rankings(args.rankings, args.seed)
+    if args.relabel:
+        if not args.out:
+            raise SystemExit("error: --relabel needs --out FILE")
+        relabel(rankings, args.relabel, args.out)
+    else:
+        probe(args.rm, rankings)
+
+
+if __name__ == "__main__":
+    main()

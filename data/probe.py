@@ -20,7 +20,8 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # importable when run as a script
-from model import get_tokenizer, left_pad, load_checkpoint, model_from_checkpoint, rewards_at_last_token  # noqa: E402
+from common import rewards_at_last_token  # noqa: E402
+from model import get_tokenizer, left_pad, load_checkpoint, model_from_checkpoint  # noqa: E402
 from data.labelers import judge  # noqa: E402
 from data.world import build_splits  # noqa: E402
 

@@ -69,7 +69,8 @@ def test_stopping():
     assert judge(chat, "You are welcome, you are welcome")["stops"] is False  # "you are welcome" twice
     assert judge(chat, "You are welcome and you are kind")["stops"] is True  # "you are" twice is not three words
     # stopping is 0.3 of helpfulness: the stutter loses exactly that (fluency 1, done 1, no constraints)
-    assert abs(judge(chat, "You are welcome.")["helpful"] - judge(chat, "You are welcome are welcome")["helpful"] - 0.3) < 1e-9
+    stutter = judge(chat, "You are welcome are welcome")["helpful"]
+    assert abs(judge(chat, "You are welcome.")["helpful"] - stutter - 0.3) < 1e-9
 
 
 def test_lists_and_hallucination():

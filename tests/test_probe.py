@@ -6,12 +6,10 @@ ranking of a world-1234 prompt.
 """
 import json
 import os
-import sys
 
 import pytest
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from data.probe import read_rankings, relabel  # noqa: E402
+from data.probe import read_rankings, relabel
 
 PROMPT = "Instruction: Write one sentence about the parrot in exactly 4 words.\nResponse:"  # world 1234's rm_prompts-2
 

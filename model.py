@@ -486,6 +486,11 @@ def load_checkpoint(path, device="cpu"):
 
 def model_from_checkpoint(ckpt, device="cpu", dropout=None):
     config = GPTConfig(**ckpt["model_config"])
+    if ckpt.get("tokenizer") == "gpt2-world" and get_tokenizer("gpt2-world").n_vocab != config.vocab_size:
+        # the ids are data/gpt2-world.txt's: a rewritten file would shift them under the weights
+        raise SystemExit(f"error: this checkpoint has {config.vocab_size} token embeddings but gpt2-world now has "
+                         f"{get_tokenizer('gpt2-world').n_vocab} tokens: {WORLD_RANKS} changed since it was "
+                         "trained; restore the file (git checkout) or retrain")
     if dropout is not None:
         config = replace(config, dropout=dropout)
     model = GPT(config)

@@ -241,6 +241,16 @@ def test_checkpoint_roundtrip_and_crash_mid_write(tmp_path, monkeypatch):
     assert os.listdir(tmp_path) == ["ckpt.pt"], "no temp file is left behind"
 
 
+def test_world_tokenizer_must_fit_the_checkpoint(tmp_path):
+    n = get_tokenizer("gpt2-world").n_vocab  # 1,729: data/gpt2-world.txt's 1,728 GPT-2 tokens and <|endoftext|>
+    path = str(tmp_path / "ckpt.pt")
+    save_checkpoint(path, tiny_model(vocab_size=n), tokenizer="gpt2-world")
+    assert model_from_checkpoint(load_checkpoint(path)).config.vocab_size == n
+    save_checkpoint(path, tiny_model(vocab_size=n - 1), tokenizer="gpt2-world")  # trained before a token was added
+    with pytest.raises(SystemExit, match=f"has {n - 1} token embeddings but gpt2-world now has {n} tokens"):
+        model_from_checkpoint(load_checkpoint(path))
+
+
 def test_missing_checkpoint_is_one_line_error(tmp_path):
     with pytest.raises(SystemExit, match="not found"):
         load_checkpoint(str(tmp_path / "nope.pt"))

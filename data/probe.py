@@ -17,11 +17,9 @@ import os
 import random
 import sys
 
-import torch
-
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # importable when run as a script
-from common import rewards_at_last_token  # noqa: E402
-from model import get_tokenizer, left_pad, load_checkpoint, model_from_checkpoint  # noqa: E402
+from common import rm_scores  # noqa: E402
+from model import get_tokenizer, load_checkpoint, model_from_checkpoint  # noqa: E402
 from data.labelers import judge  # noqa: E402
 from data.world import build_splits  # noqa: E402
 
@@ -55,17 +53,16 @@ def relabel(rankings, part, out, seed=0):
     print(f"{out}: {kept} of {len(rankings)} rankings, ordered by '{part}' alone")
 
 
-@torch.no_grad()
 def probe(rm_path, rankings):
     ckpt = load_checkpoint(rm_path)
     rm, enc = model_from_checkpoint(ckpt).eval(), get_tokenizer(ckpt["tokenizer"])
     agree = {p: [0, 0, 0] for p in PARTS}  # pairs where the part differs: RM agrees, label agrees, pairs
     for spec, r in rankings:
-        prompt = enc.encode_ordinary(r["prompt"])
-        seqs = [prompt + enc.encode_ordinary(c) + [enc.eot_token] for c in r["completions"]]
-        scores = rewards_at_last_token(rm, *left_pad(seqs, 0)).tolist()
+        k = len(r["completions"])
+        responses = [enc.encode_ordinary(c) + [enc.eot_token] for c in r["completions"]]
+        scores = rm_scores(rm, [enc.encode_ordinary(r["prompt"])] * k, responses, [True] * k, None, "cpu")
         parts = [judge(spec, c) for c in r["completions"]]
-        for a, b in itertools.combinations(range(len(seqs)), 2):  # the ranking puts a above b
+        for a, b in itertools.combinations(range(k), 2):  # the ranking puts a above b
             for p in PARTS:
                 d = float(parts[a][p]) - float(parts[b][p])
                 if d:

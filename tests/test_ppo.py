@@ -35,7 +35,8 @@ def test_kl_penalized_rewards_by_hand():
     ref_logprobs = torch.tensor([[-1.5, -1.0, -0.5], [-2.0, -0.5, -1.0]])
     mask = torch.tensor([[T, T, T], [T, T, F]])
     rewards, kl = ppo.kl_penalized_rewards(logprobs, ref_logprobs, torch.tensor([2.0, -1.0]), mask, beta=0.1)
-    # row 0: log-ratios (−1 + 1.5, −2 + 1, −0.5 + 0.5) = (0.5, −1, 0); rewards −0.1·(0.5, −1, 0) + (0, 0, 2)
+    # row 0: log-ratios (−1 + 1.5, −2 + 1, −0.5 + 0.5) = (0.5, −1, 0);
+    # rewards −0.1·(0.5, −1, 0) + (0, 0, 2)
     assert torch.allclose(kl[0], torch.tensor([0.5, -1.0, 0.0]))
     assert torch.allclose(rewards[0], torch.tensor([-0.05, 0.1, 2.0]))
     # row 1: log-ratios (1, −0.5), the score −1 at its last real token (column 1), nothing on the padding
@@ -134,7 +135,8 @@ def test_pretraining_term_and_equation_2_by_hand():
     # E[log π(x)] = −2 = ((1 − 0.2) + (3 − 0.4)) / 2 + 0.5·(−2) = 1.7 − 1 = 0.7
     assert abs(ppo.objective(torch.tensor([1.0, 3.0]), torch.tensor([2.0, 4.0]), 0.1, -2.0,
                              0.5).item() - 0.7) < 1e-6
-    # the loss minimised: pg_loss + vf_coef·vf_loss − γ·ptx_logprob = −0.32 + 0.1·0.7725 − 0.5·(−2) = 0.75725
+    # the loss minimised: pg_loss + vf_coef·vf_loss − γ·ptx_logprob
+    #   = −0.32 + 0.1·0.7725 − 0.5·(−2) = 0.75725
     assert abs(ppo.ppo_ptx_loss(-0.32, 0.7725, -2.0, vf_coef=0.1, ptx_coef=0.5) - 0.75725) < 1e-9
     assert ppo.ppo_ptx_loss(-0.32, 0.7725, -2.0, vf_coef=0.1, ptx_coef=0.0) == -0.32 + 0.07725  # plain PPO
 

@@ -9,6 +9,8 @@ the part does, and how often the labeler's ranking does (how much the part decid
 
 --relabel writes rankings ordered by one part alone, without noise (one completion per distinct value,
 best first): train reward.py on them to see how much of that one clean signal the RM can learn at all.
+The probe ends with the RM's accuracy when each ranking's prompt is swapped for another prompt of the
+same kind: a reward model that reads the prompt loses accuracy, a prompt-blind one does not.
 """
 import argparse
 import itertools
@@ -53,14 +55,36 @@ def relabel(rankings, part, out, seed=0):
     print(f"{out}: {kept} of {len(rankings)} rankings, ordered by '{part}' alone")
 
 
+def prompt_swap_accuracy(score, rankings, seed=0):
+    """Pairwise accuracy against the rankings' order, with each ranking's own prompt and with another prompt
+    of the same kind (a seeded draw). score(prompt, completions) -> one number per completion."""
+    rng = random.Random(seed)
+    by_kind = {}
+    for spec, r in rankings:
+        by_kind.setdefault(spec["kind"], []).append(r["prompt"])
+    right, pairs = [0, 0], 0
+    for spec, r in rankings:
+        others = [p for p in by_kind[spec["kind"]] if p != r["prompt"]] or [r["prompt"]]
+        for i, prompt in enumerate((r["prompt"], rng.choice(others))):
+            s = score(prompt, r["completions"])
+            right[i] += sum(s[a] > s[b] for a, b in itertools.combinations(range(len(s)), 2))
+        pairs += len(r["completions"]) * (len(r["completions"]) - 1) // 2
+    return right[0] / pairs, right[1] / pairs
+
+
 def probe(rm_path, rankings):
     ckpt = load_checkpoint(rm_path)
     rm, enc = model_from_checkpoint(ckpt).eval(), get_tokenizer(ckpt["tokenizer"])
+
+    def score(prompt, completions):
+        k = len(completions)
+        responses = [enc.encode_ordinary(c) + [enc.eot_token] for c in completions]
+        return rm_scores(rm, [enc.encode_ordinary(prompt)] * k, responses, [True] * k, None, "cpu")
+
     agree = {p: [0, 0, 0] for p in PARTS}  # pairs where the part differs: RM agrees, label agrees, pairs
     for spec, r in rankings:
         k = len(r["completions"])
-        responses = [enc.encode_ordinary(c) + [enc.eot_token] for c in r["completions"]]
-        scores = rm_scores(rm, [enc.encode_ordinary(r["prompt"])] * k, responses, [True] * k, None, "cpu")
+        scores = score(r["prompt"], r["completions"])
         parts = [judge(spec, c) for c in r["completions"]]
         for a, b in itertools.combinations(range(k), 2):  # the ranking puts a above b
             for p in PARTS:
@@ -73,6 +97,9 @@ def probe(rm_path, rankings):
     print(f"{'part':10s} {'pairs':>6s} {'RM':>7s} {'labeler':>8s}")
     for p, (rm_agrees, label_agrees, n) in agree.items():
         print(f"{p:10s} {n:6d} {rm_agrees / max(n, 1):7.1%} {label_agrees / max(n, 1):8.1%}")
+    own, other = prompt_swap_accuracy(score, rankings)
+    print(f"RM accuracy on the rankings with each one's own prompt {own:.1%}, with another prompt of the same "
+          f"kind {other:.1%}")
 
 
 def main():

@@ -1,6 +1,6 @@
 """
 data/probe.py --relabel: rankings ordered by one part of the labelers' judgement alone, on a hand-made
-ranking of a world-1234 prompt.
+ranking of a world-1234 prompt; and the prompt-swap accuracy that tells a prompt-reading scorer from a blind one.
 
     python -m pytest tests/test_probe.py -q
 """
@@ -9,7 +9,7 @@ import os
 
 import pytest
 
-from data.probe import read_rankings, relabel
+from data.probe import prompt_swap_accuracy, read_rankings, relabel
 
 PROMPT = "Instruction: Write one sentence about the parrot in exactly 4 words.\nResponse:"  # world 1234's rm_prompts-2
 
@@ -38,3 +38,25 @@ def test_unknown_prompt_is_named(tmp_path):
     src.write_text(json.dumps({"prompt": "Instruction: hello\nResponse:", "completions": ["a", "b"]}) + "\n")
     with pytest.raises(SystemExit, match="is not a prompt of world 1234"):
         read_rankings(str(src), 1234)
+
+
+def test_prompt_swap_accuracy_separates_reading_from_blind(tmp_path):
+    # two generation prompts of world 1234 and one ranking each, best first
+    a = "Instruction: Write a sentence about Hugo.\nResponse:"
+    b = "Instruction: Write a sentence about Lena.\nResponse:"
+    spec = {"kind": "generation"}
+    rankings = [(spec, {"prompt": a, "completions": [" Hugo is a cook.", " Lena is a cook.", " Cook."]}),
+                (spec, {"prompt": b, "completions": [" Lena is a cook.", " Hugo is a cook.", " Cook."]})]
+
+    def reading(prompt, completions):  # 2 for naming the prompt's person, 1 for any person, 0 for none
+        name = prompt.split("about ")[1].split(".")[0]
+        return [2 if name in c else 1 if c.split()[0] in ("Hugo", "Lena") else 0 for c in completions]
+
+    def blind(prompt, completions):  # prefers Hugo, whatever was asked
+        return [2 if "Hugo" in c else 1 if "Lena" in c else 0 for c in completions]
+
+    # own prompt: reading orders all 3 pairs of both rankings right; swapped (a's other is b and b's is a):
+    # each ranking's first two come out reversed, 2 of 3 right in each -> 4 / 6
+    assert prompt_swap_accuracy(reading, rankings) == (1.0, 4 / 6)
+    # blind: ranking a all 3 right, ranking b 2 of 3 (Hugo over Lena is wrong), with either prompt
+    assert prompt_swap_accuracy(blind, rankings) == (5 / 6, 5 / 6)

@@ -13,6 +13,7 @@ The probe ends with the RM's accuracy when each ranking's prompt is swapped for 
 same kind: a reward model that reads the prompt loses accuracy, a prompt-blind one does not.
 """
 import argparse
+import functools
 import itertools
 import json
 import os
@@ -57,7 +58,7 @@ def relabel(rankings, part, out, seed=0):
 
 def prompt_swap_accuracy(score, rankings, seed=0):
     """Pairwise accuracy against the rankings' order, with each ranking's own prompt and with another prompt
-    of the same kind (a seeded draw). score(prompt, completions) -> one number per completion."""
+    of the same kind (a seeded draw). score(prompt, completions tuple) -> one number per completion."""
     rng = random.Random(seed)
     by_kind = {}
     for spec, r in rankings:
@@ -66,7 +67,7 @@ def prompt_swap_accuracy(score, rankings, seed=0):
     for spec, r in rankings:
         others = [p for p in by_kind[spec["kind"]] if p != r["prompt"]] or [r["prompt"]]
         for i, prompt in enumerate((r["prompt"], rng.choice(others))):
-            s = score(prompt, r["completions"])
+            s = score(prompt, tuple(r["completions"]))
             right[i] += sum(s[a] > s[b] for a, b in itertools.combinations(range(len(s)), 2))
         pairs += len(r["completions"]) * (len(r["completions"]) - 1) // 2
     return right[0] / pairs, right[1] / pairs
@@ -76,6 +77,7 @@ def probe(rm_path, rankings):
     ckpt = load_checkpoint(rm_path)
     rm, enc = model_from_checkpoint(ckpt).eval(), get_tokenizer(ckpt["tokenizer"])
 
+    @functools.lru_cache(maxsize=None)  # the prompt swap scores every ranking with its own prompt again
     def score(prompt, completions):
         k = len(completions)
         responses = [enc.encode_ordinary(c) + [enc.eot_token] for c in completions]
@@ -84,7 +86,7 @@ def probe(rm_path, rankings):
     agree = {p: [0, 0, 0] for p in PARTS}  # pairs where the part differs: RM agrees, label agrees, pairs
     for spec, r in rankings:
         k = len(r["completions"])
-        scores = score(r["prompt"], r["completions"])
+        scores = score(r["prompt"], tuple(r["completions"]))
         parts = [judge(spec, c) for c in r["completions"]]
         for a, b in itertools.combinations(range(k), 2):  # the ranking puts a above b
             for p in PARTS:

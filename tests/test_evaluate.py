@@ -56,7 +56,6 @@ def test_rm_scores_last_token_and_penalty():
     assert got[1] == -2.5, "a response that never ended gets the penalty, not the RM's score"
 
 
-
 def test_load_policy_checks_the_tokenizer(tmp_path):
     """Every row of the table, --curve and --chat compare a policy with SFT on the same tokens:
     load_policy stops on a policy whose tokenizer is not SFT's, in one line."""
@@ -66,6 +65,7 @@ def test_load_policy_checks_the_tokenizer(tmp_path):
     assert evaluate.load_policy(path, "cpu", "gpt2-300", "sft.pt")[1]["tokenizer"] == "gpt2-300"
     with pytest.raises(SystemExit, match=f"error: {path} uses tokenizer gpt2-300 but sft.pt uses gpt2-world"):
         evaluate.load_policy(path, "cpu", "gpt2-world", "sft.pt")
+
 
 def test_sequence_logprobs_sum_response_tokens_only():
     torch.manual_seed(0)

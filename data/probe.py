@@ -6,7 +6,15 @@ the part does, and how often the labeler's ranking does (how much the part decid
 
     python data/probe.py                                  # out/rm/model.pt on data/world/rm_val_heldout.jsonl
     python data/probe.py --relabel done --rankings data/world/rm_train.jsonl --out /tmp/done_train.jsonl
+    python data/probe.py --ceiling                        # what judging each set of parts would reach
+    python data/probe.py --contrast data/world/ppo_prompts.jsonl --out data/world/contrast
 
+--ceiling scores the rankings with noise-free scorers made of some parts of the judgement (all of them;
+all but honesty; only what a response shows without its prompt) and prints how often each orders a pair
+as the labeler did: the accuracy a reward model that learned exactly those parts would reach.
+--contrast writes rankings of two demonstrations under one prompt, its own and that of another prompt of
+the same kind, constraints and wording but other names or passage (OUT_val.jsonl holds the first tenth,
+OUT_train.jsonl the rest): train reward.py on them to see whether the RM can learn to read a prompt.
 --relabel writes rankings ordered by one part alone, without noise (one completion per distinct value,
 best first): train reward.py on them to see how much of that one clean signal the RM can learn at all.
 The probe ends with the RM's accuracy when each ranking's prompt is swapped for another prompt of the
@@ -18,13 +26,14 @@ import itertools
 import json
 import os
 import random
+import re
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # importable when run as a script
-from common import rm_scores  # noqa: E402
+from common import read_jsonl, rm_scores, write_jsonl  # noqa: E402
 from model import get_tokenizer, load_checkpoint, model_from_checkpoint  # noqa: E402
-from data.labelers import judge  # noqa: E402
-from data.world import build_splits  # noqa: E402
+from data.labelers import SCALE, judge  # noqa: E402
+from data.world import CONSTRAINTS, build_splits  # noqa: E402
 
 PARTS = ["done", "helpful", "stops", "fluent", "honest", "harmless"]
 
@@ -54,6 +63,47 @@ def relabel(rankings, part, out, seed=0):
                 kept += 1
     os.replace(out + ".tmp", out)
     print(f"{out}: {kept} of {len(rankings)} rankings, ordered by '{part}' alone")
+
+
+# noise-free scorers of a judged response (data/labelers.judge), the labelers' weights without their noise
+CEILINGS = {
+    "the whole judgement": lambda j: sum(SCALE[k] * j[k] for k in SCALE),
+    "all but honesty": lambda j: SCALE["helpful"] * j["helpful"] + SCALE["harmless"] * j["harmless"],
+    "what the response shows alone (stops, fluent, harmless)": lambda j: j["stops"] + j["fluent"] + j["harmless"],
+}
+
+
+def ceiling_accuracy(scorer, rankings):
+    """How often scorer(judge(spec, c)) orders a pair of completions as the ranking does; ties count half."""
+    right, pairs = 0.0, 0
+    for spec, r in rankings:
+        s = [scorer(judge(spec, c)) for c in r["completions"]]
+        for a, b in itertools.combinations(range(len(s)), 2):  # the ranking puts a above b
+            right += 1.0 if s[a] > s[b] else 0.5 if s[a] == s[b] else 0.0
+            pairs += 1
+    return right / pairs
+
+
+def contrast(records, seed=0):
+    """Rankings [own demonstration, another prompt's demonstration] under each plain prompt, the other drawn
+    from prompts of the same kind, the same constraints and the same wording once names and passages are masked:
+    the two differ only in what they say about whom, so only a reward model that reads the prompt can order them."""
+    def shape(r):
+        spec, prompt = r["spec"], r["prompt"]
+        if "passage" in spec:
+            prompt = prompt.replace(spec["passage"], "PASSAGE")
+        return spec["kind"], tuple(sorted(k for k in spec if k in CONSTRAINTS)), re.sub(r"[A-Z][a-z]+", "N", prompt)
+    plain = [r for r in records if r["style"] == "plain"]
+    alike = {}
+    for r in plain:
+        alike.setdefault(shape(r), []).append(r)
+    rng, out = random.Random(seed), []
+    for r in plain:
+        others = [o["spec"]["ideal"] for o in alike[shape(r)] if o["spec"]["ideal"] != r["spec"]["ideal"]]
+        if others:
+            out.append({"prompt": r["prompt"], "completions": [" " + r["spec"]["ideal"], " " + rng.choice(others)],
+                        "category": r["category"]})
+    return out
 
 
 def prompt_swap_accuracy(score, rankings, seed=0):
@@ -110,9 +160,27 @@ def main():
     parser.add_argument("--rankings", default="data/world/rm_val_heldout.jsonl", help="rankings of world prompts")
     parser.add_argument("--seed", type=int, default=1234, help="the world's seed (its prompts' specs)")
     parser.add_argument("--relabel", choices=PARTS, help="write --rankings ordered by this part alone to --out")
-    parser.add_argument("--out", help="with --relabel: the rankings file to write")
+    parser.add_argument("--out", help="with --relabel: the rankings file to write; with --contrast: its prefix")
+    parser.add_argument("--ceiling", action="store_true", help="accuracy of noise-free scorers of judged parts")
+    parser.add_argument("--contrast", metavar="PROMPTS", help="write own vs other demonstration rankings to --out")
     args = parser.parse_args()
+    if args.contrast:
+        if not args.out:
+            raise SystemExit("error: --contrast needs --out PREFIX")
+        records = read_jsonl(args.contrast, ["prompt", "style"])
+        if not all(isinstance(r.get("spec"), dict) for r in records):
+            raise SystemExit(f"error: {args.contrast}: needs the world's prompts, each with its 'spec'")
+        pairs = contrast(records)
+        n_val = len(pairs) // 10
+        for name, part in (("val", pairs[:n_val]), ("train", pairs[n_val:])):
+            print(f"{write_jsonl(f'{args.out}_{name}.jsonl', part)}: {len(part)} rankings of 2 demonstrations")
+        return
     rankings = read_rankings(args.rankings, args.seed)
+    if args.ceiling:
+        print(f"{args.rankings}: how often a noise-free scorer of these parts orders a pair as the labeler did")
+        for name, scorer in CEILINGS.items():
+            print(f"{ceiling_accuracy(scorer, rankings):6.1%}  {name}")
+        return
     if args.relabel:
         if not args.out:
             raise SystemExit("error: --relabel needs --out FILE")

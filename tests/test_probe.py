@@ -1,6 +1,7 @@
 """
 data/probe.py --relabel: rankings ordered by one part of the labelers' judgement alone, on a hand-made
-ranking of a world-1234 prompt; and the prompt-swap accuracy that tells a prompt-reading scorer from a blind one.
+ranking of a world-1234 prompt; the prompt-swap accuracy that tells a prompt-reading scorer from a blind one;
+--ceiling's accuracy of a scorer of judged parts; and --contrast's pairs of demonstrations.
 
     python -m pytest tests/test_probe.py -q
 """
@@ -9,7 +10,7 @@ import os
 
 import pytest
 
-from data.probe import prompt_swap_accuracy, read_rankings, relabel
+from data.probe import ceiling_accuracy, contrast, prompt_swap_accuracy, read_rankings, relabel
 
 PROMPT = "Instruction: Write one sentence about the parrot in exactly 4 words.\nResponse:"  # world 1234's rm_prompts-2
 
@@ -60,3 +61,37 @@ def test_prompt_swap_accuracy_separates_reading_from_blind(tmp_path):
     assert prompt_swap_accuracy(reading, rankings) == (1.0, 4 / 6)
     # blind: ranking a all 3 right, ranking b 2 of 3 (Hugo over Lena is wrong), with either prompt
     assert prompt_swap_accuracy(blind, rankings) == (5 / 6, 5 / 6)
+
+
+def test_ceiling_accuracy_counts_ties_half(tmp_path):
+    src = tmp_path / "in.jsonl"  # the labeler's order, worst first on purpose (as in the relabel test)
+    ranking = {"prompt": PROMPT, "completions": ["It is.", "The parrot parrot is small.", "The parrot is small."]}
+    src.write_text(json.dumps(ranking) + "\n")
+    rankings = read_rankings(str(src), 1234)
+    # stops: 1, 0, 1 -> pairs (1st, 2nd) right, (1st, 3rd) a tie, (2nd, 3rd) wrong: (1 + 0.5 + 0) / 3
+    assert ceiling_accuracy(lambda j: j["stops"], rankings) == 0.5
+    # done: 0, 1, 1 -> wrong, wrong, a tie: 0.5 / 3
+    assert ceiling_accuracy(lambda j: j["done"], rankings) == 0.5 / 3
+
+
+def test_contrast_pairs_prompts_that_differ_only_in_names():
+    def record(instruction, ideal, style="plain", **spec):
+        return {"prompt": f"Instruction: {instruction}\nResponse:", "style": style, "category": spec["kind"],
+                "spec": dict(spec, ideal=ideal)}
+    story = "{} and {} went to the park. {} brought a kite. They saw a fox there. Then they ate some pie."
+    one, two = story.format("Rosa", "Dan", "Rosa"), story.format("Bob", "Ana", "Bob").replace("park", "hill")
+    records = [record("Write a sentence about Bob.", "Bob likes pie.", kind="generation"),
+               record("Write a sentence about Ana.", "Ana owns a cup.", kind="generation"),
+               record("Write a sentence about Tom, in capitals.", "TOM IS A COOK.", kind="generation", caps=True),
+               record("Write a sentence about Kim.", "Kim likes rice.", "few_shot", kind="generation"),
+               record(f"Summarize in one sentence: {one}", "Rosa and Dan went to the park.", kind="summarization",
+                      passage=one, sentences=1),
+               record(f"Summarize in one sentence: {two}", "Bob and Ana went to the hill.", kind="summarization",
+                      passage=two, sentences=1)]
+    # Bob and Ana each other's only partner; Tom's request has a constraint the others lack, Kim's is few-shot;
+    # the two summaries differ in their passages and names only
+    assert [r["completions"] for r in contrast(records)] == [
+        [" Bob likes pie.", " Ana owns a cup."], [" Ana owns a cup.", " Bob likes pie."],
+        [" Rosa and Dan went to the park.", " Bob and Ana went to the hill."],
+        [" Bob and Ana went to the hill.", " Rosa and Dan went to the park."]]
+    assert [r["prompt"] for r in contrast(records)] == [records[i]["prompt"] for i in (0, 1, 4, 5)]

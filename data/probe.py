@@ -10,7 +10,7 @@ the part does, and how often the labeler's ranking does (how much the part decid
     python data/probe.py --contrast data/world/ppo_prompts.jsonl --out data/world/contrast
 
 --ceiling scores the rankings with noise-free scorers made of some parts of the judgement (all of them;
-all but honesty; only what a response shows without its prompt) and prints how often each orders a pair
+all but honesty; the parts a response mostly shows by itself) and prints how often each orders a pair
 as the labeler did: the accuracy a reward model that learned exactly those parts would reach.
 --contrast writes rankings of two demonstrations under one prompt, its own and that of another prompt of
 the same kind, constraints and wording but other names or passage (OUT_val.jsonl holds the first tenth,

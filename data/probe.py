@@ -74,14 +74,16 @@ CEILINGS = {
 
 
 def ceiling_accuracy(scorer, rankings):
-    """How often scorer(judge(spec, c)) orders a pair of completions as the ranking does; ties count half."""
-    right, pairs = 0.0, 0
+    """How often scorer(judge(spec, c)) orders a pair of completions as the ranking does, ties counting
+    half: {"all": accuracy, kind: accuracy on that kind's rankings}."""
+    right, pairs = {}, {}
     for spec, r in rankings:
         s = [scorer(judge(spec, c)) for c in r["completions"]]
         for a, b in itertools.combinations(range(len(s)), 2):  # the ranking puts a above b
-            right += 1.0 if s[a] > s[b] else 0.5 if s[a] == s[b] else 0.0
-            pairs += 1
-    return right / pairs
+            for key in ("all", spec["kind"]):
+                right[key] = right.get(key, 0.0) + (1.0 if s[a] > s[b] else 0.5 if s[a] == s[b] else 0.0)
+                pairs[key] = pairs.get(key, 0) + 1
+    return {key: right[key] / pairs[key] for key in pairs}
 
 
 def contrast(records, seed=0):
@@ -179,7 +181,9 @@ def main():
     if args.ceiling:
         print(f"{args.rankings}: how often a noise-free scorer of these parts orders a pair as the labeler did")
         for name, scorer in CEILINGS.items():
-            print(f"{ceiling_accuracy(scorer, rankings):6.1%}  {name}")
+            accuracy = ceiling_accuracy(scorer, rankings)
+            kinds = ", ".join(f"{k} {a:.1%}" for k, a in sorted(accuracy.items()) if k != "all")
+            print(f"{accuracy['all']:6.1%}  {name}\n        by kind: {kinds}")
         return
     if args.relabel:
         if not args.out:

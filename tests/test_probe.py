@@ -69,9 +69,9 @@ def test_ceiling_accuracy_counts_ties_half(tmp_path):
     src.write_text(json.dumps(ranking) + "\n")
     rankings = read_rankings(str(src), 1234)
     # stops: 1, 0, 1 -> pairs (1st, 2nd) right, (1st, 3rd) a tie, (2nd, 3rd) wrong: (1 + 0.5 + 0) / 3
-    assert ceiling_accuracy(lambda j: j["stops"], rankings) == 0.5
+    assert ceiling_accuracy(lambda j: j["stops"], rankings) == {"all": 0.5, "generation": 0.5}
     # done: 0, 1, 1 -> wrong, wrong, a tie: 0.5 / 3
-    assert ceiling_accuracy(lambda j: j["done"], rankings) == 0.5 / 3
+    assert ceiling_accuracy(lambda j: j["done"], rankings) == {"all": 0.5 / 3, "generation": 0.5 / 3}
 
 
 def test_contrast_pairs_prompts_that_differ_only_in_names():

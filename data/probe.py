@@ -32,7 +32,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # importable when run as a script
 from common import read_jsonl, rm_scores, write_jsonl  # noqa: E402
 from model import get_tokenizer, load_checkpoint, model_from_checkpoint  # noqa: E402
-from data.labelers import SCALE, judge  # noqa: E402
+from data.labelers import judge, utility  # noqa: E402
 from data.world import CONSTRAINTS, build_splits  # noqa: E402
 
 PARTS = ["done", "helpful", "stops", "fluent", "honest", "harmless"]
@@ -65,25 +65,28 @@ def relabel(rankings, part, out, seed=0):
     print(f"{out}: {kept} of {len(rankings)} rankings, ordered by '{part}' alone")
 
 
-# noise-free scorers of a judged response (data/labelers.judge), the labelers' weights without their noise
+# noise-free scorers of a judged response (data/labelers.judge): a labeler of weight 1 on every part, no noise
+EVEN = {"helpful": 1.0, "honest": 1.0, "harmless": 1.0}
 CEILINGS = {
-    "the whole judgement": lambda j: sum(SCALE[k] * j[k] for k in SCALE),
-    "all but honesty": lambda j: SCALE["helpful"] * j["helpful"] + SCALE["harmless"] * j["harmless"],
+    "the whole judgement": lambda j: utility(EVEN, j),
+    "all but honesty": lambda j: utility(dict(EVEN, honest=0.0), j),
     "what the response shows alone (stops, fluent, harmless)": lambda j: j["stops"] + j["fluent"] + j["harmless"],
 }
 
 
-def ceiling_accuracy(scorer, rankings):
-    """How often scorer(judge(spec, c)) orders a pair of completions as the ranking does, ties counting
-    half: {"all": accuracy, kind: accuracy on that kind's rankings}."""
-    right, pairs = {}, {}
+def ceiling_accuracy(scorers, rankings):
+    """How often each scorer(judge(spec, c)) orders a pair of completions as the ranking does, ties counting
+    half: {scorer's name: {"all": accuracy, kind: accuracy on that kind's rankings}}."""
+    right, pairs = {name: {} for name in scorers}, {}
     for spec, r in rankings:
-        s = [scorer(judge(spec, c)) for c in r["completions"]]
-        for a, b in itertools.combinations(range(len(s)), 2):  # the ranking puts a above b
+        judged = [judge(spec, c) for c in r["completions"]]  # once, for every scorer
+        for a, b in itertools.combinations(range(len(judged)), 2):  # the ranking puts a above b
             for key in ("all", spec["kind"]):
-                right[key] = right.get(key, 0.0) + (1.0 if s[a] > s[b] else 0.5 if s[a] == s[b] else 0.0)
                 pairs[key] = pairs.get(key, 0) + 1
-    return {key: right[key] / pairs[key] for key in pairs}
+                for name, scorer in scorers.items():
+                    sa, sb = scorer(judged[a]), scorer(judged[b])
+                    right[name][key] = right[name].get(key, 0.0) + (1.0 if sa > sb else 0.5 if sa == sb else 0.0)
+    return {name: {key: right[name][key] / pairs[key] for key in pairs} for name in scorers}
 
 
 def contrast(records, seed=0):
@@ -180,8 +183,7 @@ def main():
     rankings = read_rankings(args.rankings, args.seed)
     if args.ceiling:
         print(f"{args.rankings}: how often a noise-free scorer of these parts orders a pair as the labeler did")
-        for name, scorer in CEILINGS.items():
-            accuracy = ceiling_accuracy(scorer, rankings)
+        for name, accuracy in ceiling_accuracy(CEILINGS, rankings).items():
             kinds = ", ".join(f"{k} {a:.1%}" for k, a in sorted(accuracy.items()) if k != "all")
             print(f"{accuracy['all']:6.1%}  {name}\n        by kind: {kinds}")
         return

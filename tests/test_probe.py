@@ -69,9 +69,10 @@ def test_ceiling_accuracy_counts_ties_half(tmp_path):
     src.write_text(json.dumps(ranking) + "\n")
     rankings = read_rankings(str(src), 1234)
     # stops: 1, 0, 1 -> pairs (1st, 2nd) right, (1st, 3rd) a tie, (2nd, 3rd) wrong: (1 + 0.5 + 0) / 3
-    assert ceiling_accuracy(lambda j: j["stops"], rankings) == {"all": 0.5, "generation": 0.5}
     # done: 0, 1, 1 -> wrong, wrong, a tie: 0.5 / 3
-    assert ceiling_accuracy(lambda j: j["done"], rankings) == {"all": 0.5 / 3, "generation": 0.5 / 3}
+    accuracy = ceiling_accuracy({"stops": lambda j: j["stops"], "done": lambda j: j["done"]}, rankings)
+    assert accuracy["stops"] == {"all": 0.5, "generation": 0.5}
+    assert accuracy["done"] == {"all": 0.5 / 3, "generation": 0.5 / 3}
 
 
 def test_contrast_pairs_prompts_that_differ_only_in_names():
@@ -90,8 +91,9 @@ def test_contrast_pairs_prompts_that_differ_only_in_names():
                       passage=two, sentences=1)]
     # Bob and Ana each other's only partner; Tom's request has a constraint the others lack, Kim's is few-shot;
     # the two summaries differ in their passages and names only
-    assert [r["completions"] for r in contrast(records)] == [
+    pairs = contrast(records)
+    assert [r["completions"] for r in pairs] == [
         [" Bob likes pie.", " Ana owns a cup."], [" Ana owns a cup.", " Bob likes pie."],
         [" Rosa and Dan went to the park.", " Bob and Ana went to the hill."],
         [" Bob and Ana went to the hill.", " Rosa and Dan went to the park."]]
-    assert [r["prompt"] for r in contrast(records)] == [records[i]["prompt"] for i in (0, 1, 4, 5)]
+    assert [r["prompt"] for r in pairs] == [records[i]["prompt"] for i in (0, 1, 4, 5)]

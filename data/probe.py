@@ -169,9 +169,9 @@ def main():
     parser.add_argument("--ceiling", action="store_true", help="accuracy of noise-free scorers of judged parts")
     parser.add_argument("--contrast", metavar="PROMPTS", help="write own vs other demonstration rankings to --out")
     args = parser.parse_args()
+    if (args.contrast or args.relabel) and not args.out:
+        raise SystemExit(f"error: --{'contrast' if args.contrast else 'relabel'} needs --out")
     if args.contrast:
-        if not args.out:
-            raise SystemExit("error: --contrast needs --out PREFIX")
         records = read_jsonl(args.contrast, ["prompt", "style"])
         if not all(isinstance(r.get("spec"), dict) for r in records):
             raise SystemExit(f"error: {args.contrast}: needs the world's prompts, each with its 'spec'")
@@ -188,8 +188,6 @@ def main():
             print(f"{accuracy['all']:6.1%}  {name}\n        by kind: {kinds}")
         return
     if args.relabel:
-        if not args.out:
-            raise SystemExit("error: --relabel needs --out FILE")
         relabel(rankings, args.relabel, args.out)
     else:
         probe(args.rm, rankings)

@@ -2,7 +2,9 @@
 What the reward model has learned, part by part. The labelers' judgement (data/labelers.judge) is made of
 parts: was the task done, were the constraints met, did it stop, is it fluent, honest, harmless. For each
 part, on the pairs of validation completions where that part differs, how often the RM orders the pair as
-the part does, and how often the labeler's ranking does (how much the part decides).
+the part does, and how often the labeler's ranking does (how much the part decides); and for each explicit
+constraint, the same on the pairs where one completion meets it and the other breaks it, the other
+constraints alike.
 
     python data/probe.py                                  # out/rm/model.pt on data/world/rm_val_heldout.jsonl
     python data/probe.py --relabel done --rankings data/world/rm_train.jsonl --out /tmp/done_train.jsonl
@@ -128,6 +130,13 @@ def prompt_swap_accuracy(score, rankings, seed=0):
     return right[0] / pairs, right[1] / pairs
 
 
+def the_one_constraint(judged_a, judged_b):
+    """The explicit constraint that one of two judged completions meets and the other breaks, when they break
+    all others alike (the pairs that show whether a reward model reads that constraint); None otherwise."""
+    only = set(judged_a["violations"]) ^ set(judged_b["violations"])
+    return only.pop() if len(only) == 1 else None
+
+
 def probe(rm_path, rankings):
     ckpt = load_checkpoint(rm_path)
     rm, enc = model_from_checkpoint(ckpt).eval(), get_tokenizer(ckpt["tokenizer"])
@@ -144,16 +153,20 @@ def probe(rm_path, rankings):
         scores = score(r["prompt"], tuple(r["completions"]))
         parts = [judge(spec, c) for c in r["completions"]]
         for a, b in itertools.combinations(range(k), 2):  # the ranking puts a above b
-            for p in PARTS:
-                d = float(parts[a][p]) - float(parts[b][p])
+            differ = {p: float(parts[a][p]) - float(parts[b][p]) for p in PARTS}
+            constraint = the_one_constraint(parts[a], parts[b])
+            if constraint:  # +1 when a meets it
+                differ["meets " + constraint] = 1.0 if constraint in parts[b]["violations"] else -1.0
+            for p, d in differ.items():
                 if d:
-                    agree[p][0] += (scores[a] > scores[b]) == (d > 0)
-                    agree[p][1] += d > 0
-                    agree[p][2] += 1
+                    counts = agree.setdefault(p, [0, 0, 0])
+                    counts[0] += (scores[a] > scores[b]) == (d > 0)
+                    counts[1] += d > 0
+                    counts[2] += 1
     print(f"{rm_path}: where one part of the judgement differs between two completions, who orders them by it")
-    print(f"{'part':10s} {'pairs':>6s} {'RM':>7s} {'labeler':>8s}")
+    print(f"{'part':16s} {'pairs':>6s} {'RM':>7s} {'labeler':>8s}")
     for p, (rm_agrees, label_agrees, n) in agree.items():
-        print(f"{p:10s} {n:6d} {rm_agrees / max(n, 1):7.1%} {label_agrees / max(n, 1):8.1%}")
+        print(f"{p:16s} {n:6d} {rm_agrees / max(n, 1):7.1%} {label_agrees / max(n, 1):8.1%}")
     own, other = prompt_swap_accuracy(score, rankings)
     print(f"RM accuracy on the rankings with each one's own prompt {own:.1%}, with another prompt of the same "
           f"kind {other:.1%}")

@@ -10,7 +10,9 @@ import os
 
 import pytest
 
-from data.probe import ceiling_accuracy, contrast, prompt_swap_accuracy, read_rankings, relabel
+from data.labelers import judge
+from data.probe import (ceiling_accuracy, contrast, prompt_swap_accuracy, read_rankings, relabel,
+                        the_one_constraint)
 
 PROMPT = "Instruction: Write one sentence about the parrot in exactly 4 words.\nResponse:"  # world 1234's rm_prompts-2
 
@@ -97,3 +99,15 @@ def test_contrast_pairs_prompts_that_differ_only_in_names():
         [" Rosa and Dan went to the park.", " Bob and Ana went to the hill."],
         [" Bob and Ana went to the hill.", " Rosa and Dan went to the park."]]
     assert [r["prompt"] for r in pairs] == [records[i]["prompt"] for i in (0, 1, 4, 5)]
+
+
+def test_the_one_constraint_names_the_constraint_that_alone_differs(tmp_path):
+    src = tmp_path / "in.jsonl"
+    src.write_text(json.dumps({"prompt": PROMPT, "completions": ["a", "b"]}) + "\n")
+    spec = read_rankings(str(src), 1234)[0][0]
+    texts = (" The parrot eats seeds.", " The parrot is an animal that eats seeds.", " Parrot eats seeds.")
+    four, eight, three = (judge(spec, c) for c in texts)
+    # 4 words meets "exactly 4 words", 8 and 3 words break it: one constraint apart, or none apart
+    assert four["violations"] == [] and eight["violations"] == ["words"] == three["violations"]
+    assert the_one_constraint(four, eight) == "words" and the_one_constraint(eight, four) == "words"
+    assert the_one_constraint(eight, three) is None and the_one_constraint(four, four) is None

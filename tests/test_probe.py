@@ -1,7 +1,8 @@
 """
 data/probe.py --relabel: rankings ordered by one part of the labelers' judgement alone, on a hand-made
 ranking of a world-1234 prompt; the prompt-swap accuracy that tells a prompt-reading scorer from a blind one;
---ceiling's accuracy of a scorer of judged parts; and --contrast's pairs of demonstrations.
+--ceiling's accuracy of a scorer of judged parts; --contrast's pairs of demonstrations; and the one
+constraint that alone separates two judged completions (the probe's per-constraint rows).
 
     python -m pytest tests/test_probe.py -q
 """

@@ -9,7 +9,9 @@ constraints alike.
     python data/probe.py                                  # out/rm/model.pt on data/world/rm_val_heldout.jsonl
     python data/probe.py --relabel done --rankings data/world/rm_train.jsonl --out /tmp/done_train.jsonl
     python data/probe.py --ceiling                        # what judging each set of parts would reach
+    python data/probe.py --kind generation                # the same, on one kind of task
     python data/probe.py --contrast data/world/ppo_prompts.jsonl --out data/world/contrast
+    python data/probe.py --false_facts data/world/rm_prompts.jsonl data/world/ppo_prompts.jsonl --out data/world/facts
 
 --ceiling scores the rankings with noise-free scorers made of some parts of the judgement (all of them;
 all but honesty; the parts a response mostly shows by itself) and prints how often each orders a pair
@@ -19,6 +21,9 @@ the same kind, constraints and wording but other names or passage (OUT_val.jsonl
 OUT_train.jsonl the rest): train reward.py on them to see whether the RM can learn to read a prompt.
 --relabel writes rankings ordered by one part alone, without noise (one completion per distinct value,
 best first): train reward.py on them to see how much of that one clean signal the RM can learn at all.
+--false_facts writes minimal pairs for generation prompts: the demonstration, then the same with one fact
+of its subject swapped for another value of the same kind ("Max has a brown pig." over "Max has a red
+pig."): whether the RM can learn to check a fact when nothing else differs (split as --contrast's).
 The probe ends with the RM's accuracy when each ranking's prompt is swapped for another prompt of the
 same kind: a reward model that reads the prompt loses accuracy, a prompt-blind one does not.
 """
@@ -34,7 +39,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # importable when run as a script
 from common import read_jsonl, rm_scores, write_jsonl  # noqa: E402
 from model import get_tokenizer, load_checkpoint, model_from_checkpoint  # noqa: E402
-from data.labelers import judge, utility  # noqa: E402
+from data.labelers import POOLS, judge, known, utility, world_of  # noqa: E402
 from data.world import CONSTRAINTS, build_splits  # noqa: E402
 
 PARTS = ["done", "helpful", "stops", "fluent", "honest", "harmless"]
@@ -113,6 +118,31 @@ def contrast(records, seed=0):
     return out
 
 
+def false_fact_contrast(records, seed=0):
+    """Rankings [demonstration, the demonstration with one fact swapped] for generation prompts that do not
+    begin the sentence: a value of the subject's (a town, job, food, pet, colour...) replaced by another of
+    the same kind, kept when the labelers judge the two alike in all but honesty."""
+    rng, out = random.Random(seed), []
+    for r in records:
+        spec = r["spec"]
+        if spec["kind"] != "generation" or "prefix" in spec or spec.get("caps"):
+            continue
+        facts = {pool: {v.lower() for v in values}
+                 for pool, values in known(world_of(spec.get("seed", 1234)), spec["about"]).items()}
+        ideal = spec["ideal"]
+        slots = [(w, pool) for w in re.findall(r"[A-Za-z]+", ideal) for pool, values in facts.items()
+                 if w.lower() in values and pool in POOLS]
+        if not slots:
+            continue
+        word, pool = rng.choice(slots)
+        other = rng.choice(sorted(POOLS[pool] - facts[pool]))
+        false = re.sub(rf"\b{word}\b", other.capitalize() if word[0].isupper() else other, ideal, count=1)
+        true_j, false_j = judge(spec, " " + ideal), judge(spec, " " + false)
+        if true_j["honest"] == 1 and false_j["honest"] == 0 and true_j["helpful"] == false_j["helpful"]:
+            out.append({"prompt": r["prompt"], "completions": [" " + ideal, " " + false], "category": "generation"})
+    return out
+
+
 def prompt_swap_accuracy(score, rankings, seed=0):
     """Pairwise accuracy against the rankings' order, with each ranking's own prompt and with another prompt
     of the same kind (a seeded draw). score(prompt, completions tuple) -> one number per completion."""
@@ -177,23 +207,34 @@ def main():
     parser.add_argument("--rm", default="out/rm/model.pt", help="the reward model to probe")
     parser.add_argument("--rankings", default="data/world/rm_val_heldout.jsonl", help="rankings of world prompts")
     parser.add_argument("--seed", type=int, default=1234, help="the world's seed (its prompts' specs)")
+    parser.add_argument("--kind", help="only the rankings of this task kind (generation, closed_qa, ...)")
     parser.add_argument("--relabel", choices=PARTS, help="write --rankings ordered by this part alone to --out")
-    parser.add_argument("--out", help="with --relabel: the rankings file to write; with --contrast: its prefix")
+    parser.add_argument("--out", help="with --relabel: the rankings file to write; with --contrast, "
+                                      "--false_facts: its prefix")
     parser.add_argument("--ceiling", action="store_true", help="accuracy of noise-free scorers of judged parts")
-    parser.add_argument("--contrast", metavar="PROMPTS", help="write own vs other demonstration rankings to --out")
+    parser.add_argument("--contrast", metavar="PROMPTS", nargs="+",
+                        help="write own vs other demonstration rankings to --out")
+    parser.add_argument("--false_facts", metavar="PROMPTS", nargs="+",
+                        help="write true vs one-fact-false rankings to --out")
     args = parser.parse_args()
-    if (args.contrast or args.relabel) and not args.out:
-        raise SystemExit(f"error: --{'contrast' if args.contrast else 'relabel'} needs --out")
-    if args.contrast:
-        records = read_jsonl(args.contrast, ["prompt", "style"])
-        if not all(isinstance(r.get("spec"), dict) for r in records):
-            raise SystemExit(f"error: {args.contrast}: needs the world's prompts, each with its 'spec'")
-        pairs = contrast(records)
+    writer = next((f for f in ("contrast", "false_facts", "relabel") if getattr(args, f)), None)
+    if writer and not args.out:
+        raise SystemExit(f"error: --{writer} needs --out")
+    if writer in ("contrast", "false_facts"):
+        records = []
+        for prompts in getattr(args, writer):
+            records += read_jsonl(prompts, ["prompt", "style"])
+            if not all(isinstance(r.get("spec"), dict) for r in records):
+                raise SystemExit(f"error: {prompts}: needs the world's prompts, each with its 'spec'")
+        pairs = contrast(records) if writer == "contrast" else false_fact_contrast(records)
         n_val = len(pairs) // 10
         for name, part in (("val", pairs[:n_val]), ("train", pairs[n_val:])):
-            print(f"{write_jsonl(f'{args.out}_{name}.jsonl', part)}: {len(part)} rankings of 2 demonstrations")
+            print(f"{write_jsonl(f'{args.out}_{name}.jsonl', part)}: {len(part)} rankings of 2 completions")
         return
-    rankings = read_rankings(args.rankings, args.seed)
+    rankings = [(spec, r) for spec, r in read_rankings(args.rankings, args.seed)
+                if args.kind in (None, spec["kind"])]
+    if not rankings:
+        raise SystemExit(f"error: {args.rankings}: no rankings of kind {args.kind!r}")
     if args.ceiling:
         print(f"{args.rankings}: how often a noise-free scorer of these parts orders a pair as the labeler did")
         for name, accuracy in ceiling_accuracy(CEILINGS, rankings).items():

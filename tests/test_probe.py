@@ -1,7 +1,8 @@
 """
 data/probe.py --relabel: rankings ordered by one part of the labelers' judgement alone, on a hand-made
 ranking of a world-1234 prompt; the prompt-swap accuracy that tells a prompt-reading scorer from a blind one;
---ceiling's accuracy of a scorer of judged parts; --contrast's pairs of demonstrations; and the one
+--ceiling's accuracy of a scorer of judged parts; --contrast's pairs of demonstrations; --false_facts' minimal
+pairs; and the one
 constraint that alone separates two judged completions (the probe's per-constraint rows).
 
     python -m pytest tests/test_probe.py -q
@@ -12,8 +13,9 @@ import os
 import pytest
 
 from data.labelers import judge
-from data.probe import (ceiling_accuracy, contrast, prompt_swap_accuracy, read_rankings, relabel,
-                        the_one_constraint)
+from data.probe import (ceiling_accuracy, contrast, false_fact_contrast, prompt_swap_accuracy, read_rankings,
+                        relabel, the_one_constraint)
+from data.world import FOODS, make_world
 
 PROMPT = "Instruction: Write one sentence about the parrot in exactly 4 words.\nResponse:"  # world 1234's rm_prompts-2
 
@@ -100,6 +102,24 @@ def test_contrast_pairs_prompts_that_differ_only_in_names():
         [" Rosa and Dan went to the park.", " Bob and Ana went to the hill."],
         [" Bob and Ana went to the hill.", " Rosa and Dan went to the park."]]
     assert [r["prompt"] for r in pairs] == [records[i]["prompt"] for i in (0, 1, 4, 5)]
+
+
+def test_false_facts_swap_one_fact_of_the_subject():
+    food = make_world(1234)["people"]["Bob"]["food"]
+    ask = lambda about, **spec: {"prompt": f"Instruction: Write a sentence about {about}.\nResponse:",  # noqa: E731
+                                 "spec": dict(kind="generation", about=about, max_sentences=1, **spec)}
+    records = [ask("Bob", ideal=f"Bob likes {food}."),
+               ask("Bob", ideal="Bob is here.", needs=["Bob"]),  # no fact of Bob's to swap: skipped
+               ask("Bob", ideal=f"likes {food}.", prefix="Bob"),  # the prompt begins the sentence: skipped
+               ask("Bob", ideal=f"BOB LIKES {food.upper()}.", caps=True)]  # capitals: skipped
+    pairs = false_fact_contrast(records)
+    assert len(pairs) == 1 and pairs[0]["prompt"] == records[0]["prompt"]
+    true, false = pairs[0]["completions"]
+    # the one slot is Bob's food: the second says he likes another food of the world, every other word alike
+    assert true == f" Bob likes {food}." and false.startswith(" Bob likes ") and false.endswith(".")
+    other = false[len(" Bob likes "):-1]
+    assert other in FOODS and other != food
+    assert judge(records[0]["spec"], true)["honest"] == 1 and judge(records[0]["spec"], false)["honest"] == 0
 
 
 def test_the_one_constraint_names_the_constraint_that_alone_differs(tmp_path):

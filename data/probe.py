@@ -40,7 +40,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 from common import read_jsonl, rm_scores, write_jsonl  # noqa: E402
 from model import get_tokenizer, load_checkpoint, model_from_checkpoint  # noqa: E402
 from data.labelers import POOLS, judge, known, utility, world_of  # noqa: E402
-from data.world import CONSTRAINTS, build_splits  # noqa: E402
+from data.world import CONSTRAINTS, build_splits, words  # noqa: E402
 
 PARTS = ["done", "helpful", "stops", "fluent", "honest", "harmless"]
 
@@ -130,8 +130,7 @@ def false_fact_contrast(records, seed=0):
         facts = {pool: {v.lower() for v in values}
                  for pool, values in known(world_of(spec.get("seed", 1234)), spec["about"]).items()}
         ideal = spec["ideal"]
-        slots = [(w, pool) for w in re.findall(r"[A-Za-z]+", ideal) for pool, values in facts.items()
-                 if w.lower() in values and pool in POOLS]
+        slots = [(w, pool) for w in words(ideal) for pool, values in facts.items() if w.lower() in values]
         if not slots:
             continue
         word, pool = rng.choice(slots)
@@ -223,9 +222,10 @@ def main():
     if writer in ("contrast", "false_facts"):
         records = []
         for prompts in getattr(args, writer):
-            records += read_jsonl(prompts, ["prompt", "style"])
-            if not all(isinstance(r.get("spec"), dict) for r in records):
+            mine = read_jsonl(prompts, ["prompt", "style"])
+            if not all(isinstance(r.get("spec"), dict) for r in mine):
                 raise SystemExit(f"error: {prompts}: needs the world's prompts, each with its 'spec'")
+            records += mine
         pairs = contrast(records) if writer == "contrast" else false_fact_contrast(records)
         n_val = len(pairs) // 10
         for name, part in (("val", pairs[:n_val]), ("train", pairs[n_val:])):

@@ -2,8 +2,7 @@
 data/probe.py --relabel: rankings ordered by one part of the labelers' judgement alone, on a hand-made
 ranking of a world-1234 prompt; the prompt-swap accuracy that tells a prompt-reading scorer from a blind one;
 --ceiling's accuracy of a scorer of judged parts; --contrast's pairs of demonstrations; --false_facts' minimal
-pairs; and the one
-constraint that alone separates two judged completions (the probe's per-constraint rows).
+pairs; and the one constraint that alone separates two judged completions (the probe's per-constraint rows).
 
     python -m pytest tests/test_probe.py -q
 """

@@ -119,6 +119,8 @@ def compute_init(device="auto", dtype="auto"):
         dist.init_process_group(backend, store=store, rank=rank, world_size=world_size)
         if device.startswith("cuda"):
             device = f"cuda:{local_rank}"
+    if device == "cuda":
+        device = "cuda:0"  # torch.cuda.set_device needs the index
     if device.startswith("cuda"):
         torch.cuda.set_device(device)
         torch.backends.cuda.matmul.allow_tf32 = True

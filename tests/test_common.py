@@ -19,3 +19,11 @@ def test_progress_line_says_where_and_time_left(tmp_path, monkeypatch, capsys):
     assert lines[:2] == ["step 13/40 | eta 4m30s | loss 2.5", "step 16/40 | eta 6m00s | loss 2"]
     shown = [common.duration(s) for s in (59.4, 60, 3599, 7500)]
     assert shown == ["59s", "1m00s", "59m59s", "2h05m"]
+
+
+def test_plain_cuda_gets_an_index(monkeypatch):
+    # torch.cuda.set_device("cuda") raises (seen on the first GPU run, bench/gpu_check.sh)
+    chosen = []
+    monkeypatch.setattr(common.torch.cuda, "set_device", chosen.append)
+    ddp, rank, world_size, device, ctx, scaler = common.compute_init("cuda", "float32")
+    assert (ddp, rank, world_size, device, chosen, scaler) == (False, 0, 1, "cuda:0", ["cuda:0"], None)

@@ -188,6 +188,24 @@ def positions_and_mask(mask):
     return pos, attn[:, None]
 
 
+def shared_prefix_positions_and_mask(segments):
+    """Several sequences packed in one row after the prefix they share: segments (B, T) is 0 on the
+    prefix, i >= 1 on sequence i's own tokens, -1 on padding (the prefix first, padding last). Each
+    sequence sees the prefix and itself at the positions it would have alone, so the prefix is
+    computed once for all of them. Returns position ids and mask as positions_and_mask."""
+    T = segments.size(1)
+    one_hot = F.one_hot(segments + 1, int(segments.max()) + 2)  # (B, T, S): padding is column 0
+    index_in_segment = (one_hot.cumsum(1) * one_hot).sum(-1) - 1
+    prefix_len = (segments == 0).sum(1, keepdim=True)
+    pos = torch.where(segments > 0, prefix_len + index_in_segment, index_in_segment)
+    pos = torch.where(segments < 0, 0, pos)
+    query, key = segments[:, :, None], segments[:, None, :]
+    causal = torch.ones(T, T, dtype=torch.bool, device=segments.device).tril()
+    attn = (causal & (key >= 0) & ((key == 0) | (key == query))) | torch.eye(T, dtype=torch.bool,
+                                                                               device=segments.device)
+    return pos, attn[:, None]
+
+
 class GPT(nn.Module):
 
     def __init__(self, config):
@@ -240,13 +258,18 @@ class GPT(nn.Module):
             kv_cache.t0 += T
         return self.transformer.ln_f(x)
 
-    def forward(self, idx, targets=None, attention_mask=None, keep=None):
+    def forward(self, idx, targets=None, attention_mask=None, keep=None, segments=None):
         """idx (B, T) token ids; attention_mask (B, T) True on real tokens, needed only with
-        left padding (right padding is invisible to causal attention). Returns logits (B, T, V),
+        left padding (right padding is invisible to causal attention); or segments (B, T), several
+        sequences packed after a shared prefix (shared_prefix_positions_and_mask). Returns logits (B, T, V),
         or for a scalar head values (B, T); with targets (B, T), -1 = ignored, also the mean
         next-token cross-entropy. keep (B, T) bool: the logits of those positions only, (N, V), so
         the unembedding (most of a small model's work) is not spent on prompt tokens."""
-        pos, attn = positions_and_mask(attention_mask) if attention_mask is not None else (None, None)
+        pos, attn = None, None
+        if attention_mask is not None:
+            pos, attn = positions_and_mask(attention_mask)
+        elif segments is not None:
+            pos, attn = shared_prefix_positions_and_mask(segments)
         x = self.hidden(idx, pos, attn)
         if self.config.head == "scalar":
             return self.score(x).squeeze(-1)

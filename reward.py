@@ -97,27 +97,47 @@ def load_rankings(path, enc, block_size, flat_pairs=False):
     return rankings, too_long, categories
 
 
+def pack_ranking(seqs):
+    """A ranking's K sequences as one row: the tokens they all begin with (the prompt, at least)
+    once, then each completion's own. Returns (tokens, segments: 0 on the shared prefix, i on
+    completion i's tokens, the index of each completion's last token)."""
+    shared = 0
+    while shared < min(map(len, seqs)) - 1 and len({s[shared] for s in seqs}) == 1:
+        shared += 1  # the last token stays each sequence's own: its reward is read there
+    tokens, segments, ends = seqs[0][:shared], [0] * shared, []
+    for i, s in enumerate(seqs, 1):
+        tokens += s[shared:]
+        segments += [i] * (len(s) - shared)
+        ends.append(len(tokens) - 1)
+    return tokens, segments, ends
+
+
 def forward_rankings(model, batch, device, rows=32):
-    """One forward pass per completion, each reward read at its own last token, then regrouped per
-    prompt into (B, Kmax) with k (B,). The completions go through in groups of similar length, each
-    right-padded to its own longest (right padding is invisible to causal attention, so the fast
-    kernel runs), not all to the batch's longest."""
-    seqs = [s for ranking in batch for s in ranking]
-    lengths = torch.tensor([len(s) for s in seqs], device=device)
+    """One forward pass per prompt, not per completion: each ranking packed as one row
+    (pack_ranking), the prompt computed once and seen by each of the K completions, each reward
+    read at its completion's last token, as (B, Kmax) with k (B,). The prompt is most of a
+    ranking's tokens (75% in the default world's, encoded K times apart), so this is ~3x less work.
+    Rows go through in groups of similar length, each padded to its own longest."""
+    packed = [pack_ranking(r) for r in batch]
+    lengths = torch.tensor([len(tokens) for tokens, _, _ in packed])
+    k = torch.tensor([len(r) for r in batch], device=device)
+    kmax = int(k.max())
     order = lengths.argsort(stable=True)
     parts = []
     for group in order.split(rows):
-        tokens = torch.zeros(len(group), int(lengths[group].max()), dtype=torch.long)
+        T = int(lengths[group].max())
+        tokens = torch.zeros(len(group), T, dtype=torch.long)
+        segments = torch.full((len(group), T), -1, dtype=torch.long)
+        ends = torch.zeros(len(group), kmax, dtype=torch.long)
         for i, j in enumerate(group.tolist()):
-            tokens[i, :len(seqs[j])] = torch.tensor(seqs[j])
-        values = model(tokens.to(device))  # (n, T)
-        parts.append(values.gather(1, (lengths[group] - 1)[:, None]).squeeze(1).float())
-    flat = torch.cat(parts)[order.argsort()]  # back to the batch's order
-    k = torch.tensor([len(r) for r in batch], device=device)
-    rewards = torch.zeros(len(batch), int(k.max()), device=device)
-    rows = torch.repeat_interleave(torch.arange(len(batch), device=device), k)
-    cols = torch.cat([torch.arange(n, device=device) for n in k.tolist()])
-    return rewards.index_put((rows, cols), flat), k
+            row, row_segments, row_ends = packed[j]
+            tokens[i, :len(row)], segments[i, :len(row)] = torch.tensor(row), torch.tensor(row_segments)
+            ends[i, :len(row_ends)] = torch.tensor(row_ends)
+        values = model(tokens.to(device), segments=segments.to(device))  # (n, T)
+        parts.append(values.gather(1, ends.to(device)).float())
+    rewards = torch.cat(parts)[order.argsort().to(device)]  # back to the batch's order
+    real = torch.arange(kmax, device=device)[None] < k[:, None]
+    return torch.where(real, rewards, 0.0), k
 
 
 # -----------------------------------------------------------------------------

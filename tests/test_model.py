@@ -11,7 +11,7 @@ import torch
 
 from model import (GPT, GPTConfig, from_pretrained, generate, get_tokenizer, left_pad,
                    load_checkpoint, model_from_checkpoint, save_checkpoint, scalar_head_model,
-                   token_logprobs)
+                   shared_prefix_positions_and_mask, token_logprobs)
 
 TINY = GPTConfig(block_size=64, vocab_size=300, n_layer=2, n_head=2, n_embd=32)
 
@@ -161,6 +161,19 @@ def test_scalar_head_keeps_body():
         values = rm(idx)
     assert values.shape == (1, 3)
     assert torch.allclose(values, rm.score(rm.hidden(idx)).squeeze(-1))
+
+
+def test_shared_prefix_positions_and_mask_by_hand():
+    # prefix a b, then sequence 1 = c, sequence 2 = d e, one padding slot
+    pos, attn = shared_prefix_positions_and_mask(torch.tensor([[0, 0, 1, 2, 2, -1]]))
+    assert pos.tolist() == [[0, 1, 2, 2, 3, 0]]  # d sits where c does: right after the prefix
+    sees = [[1, 0, 0, 0, 0, 0],   # a
+            [1, 1, 0, 0, 0, 0],   # b
+            [1, 1, 1, 0, 0, 0],   # c: the prefix and itself
+            [1, 1, 0, 1, 0, 0],   # d: the prefix and itself, not c
+            [1, 1, 0, 1, 1, 0],   # e
+            [1, 1, 0, 0, 0, 1]]   # padding: the prefix and itself (finite, never read)
+    assert attn[0, 0].int().tolist() == sees
 
 
 # --- 3. Tokenizer ----------------------------------------------------------------------------

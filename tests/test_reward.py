@@ -1,5 +1,6 @@
 """
-reward.py: equation (1) by hand, one forward pass per completion, normalisation, one-line errors.
+reward.py: equation (1) by hand, one forward pass per prompt (its K completions packed), normalisation,
+one-line errors.
 
     python -m pytest tests/test_reward.py -q
 """
@@ -91,9 +92,19 @@ def run(world, *extra):
                         "--device", "cpu", "--lr", "3e-3", "--warmup_steps", "2", *extra])
 
 
-# --- 2. one forward pass per completion ----------------------------------------------------------
+# --- 2. one forward pass per prompt --------------------------------------------------------------
 
-def test_k_forward_rows_per_prompt(world):
+def test_pack_ranking_shares_the_prefix_once():
+    # three sequences that begin 5, 6: the prefix once, then each one's own tokens
+    tokens, segments, ends = reward.pack_ranking([[5, 6, 7, 1], [5, 6, 8, 1], [5, 6, 7, 9, 1]])
+    assert tokens == [5, 6, 7, 1, 8, 1, 7, 9, 1]
+    assert segments == [0, 0, 1, 1, 2, 2, 3, 3, 3]
+    assert ends == [3, 5, 8]
+    # a sequence that is all prefix but its last token keeps that token its own
+    assert reward.pack_ranking([[5, 1], [5, 6, 1]]) == ([5, 1, 6, 1], [0, 1, 2, 2], [1, 3])
+
+
+def test_one_forward_row_per_prompt(world):
     enc = get_tokenizer("gpt2-300")
     rankings, _, _ = reward.load_rankings(world["train"], enc, 64)
     batch = [rankings[1], rankings[2]]  # K = 3 and K = 4
@@ -101,13 +112,19 @@ def test_k_forward_rows_per_prompt(world):
     from model import model_from_checkpoint, scalar_head_model
     rm = scalar_head_model(model_from_checkpoint(load_checkpoint(world["sft"])))
     rows = []
-    rm.register_forward_hook(lambda module, inputs, output: rows.append(inputs[0].size(0)))
+    hook = rm.register_forward_hook(lambda module, inputs, output: rows.append(inputs[0].size(0)))
     rewards, k = reward.forward_rankings(rm, batch, "cpu")
-    assert sum(rows) == 3 + 4, "one forward pass, one row per completion: K rows per prompt, not C(K,2) pairs"
-    assert k.tolist() == [3, 4] and rewards.shape == (2, 4)
-    # the completions go through in length groups: the rewards and gradient of one padded pass
+    hook.remove()
+    assert rows == [2], "one forward pass, one row per prompt: not K rows, not C(K,2) pairs"
+    assert k.tolist() == [3, 4] and rewards.shape == (2, 4) and rewards[0, 3] == 0
+    # each reward is what the completion gets alone, at its last token
+    with torch.no_grad():
+        alone = [[rm(torch.tensor([s]))[0, -1].item() for s in r] for r in batch]
+    assert torch.allclose(rewards[0, :3], torch.tensor(alone[0]), atol=1e-5)
+    assert torch.allclose(rewards[1], torch.tensor(alone[1]), atol=1e-5)
+    # the rows go through in length groups: the rewards and gradient of one padded pass
     results = []
-    for group in (1000, 2):
+    for group in (1000, 1):
         rm.zero_grad()
         rewards, k = reward.forward_rankings(rm, batch, "cpu", rows=group)
         reward.ranking_loss(rewards, k)[0].backward()

@@ -201,8 +201,8 @@ def shared_prefix_positions_and_mask(segments):
     pos = torch.where(segments < 0, 0, pos)
     query, key = segments[:, :, None], segments[:, None, :]
     causal = torch.ones(T, T, dtype=torch.bool, device=segments.device).tril()
-    attn = (causal & (key >= 0) & ((key == 0) | (key == query))) | torch.eye(T, dtype=torch.bool,
-                                                                               device=segments.device)
+    itself = torch.eye(T, dtype=torch.bool, device=segments.device)
+    attn = (causal & (key >= 0) & ((key == 0) | (key == query))) | itself
     return pos, attn[:, None]
 
 

@@ -10,7 +10,7 @@ held-out labeler (paper: RM accuracy 72.4% on training labelers vs 69.6% on held
 --draws 4: each training prompt is sampled and ranked four times, by a labeler drawn each time.
 The paper ranked each of its 33k prompts once; a 1M-parameter reward model memorises the ~3,000
 rankings of one draw instead of learning to check a response, and four draws lift what it learns
-(RESULTS.md, "Checking a fact"). Draw 1 is the whole collection of --draws 1.
+(RESULTS.md, "Four draws, three epochs"). Draw 1 is the whole collection of --draws 1.
 
 Writes <out_prefix>_train.jsonl, <out_prefix>_val.jsonl, <out_prefix>_val_heldout.jsonl: rankings
 {"prompt", "completions": [best, ..., worst], "labeler", "category"} (the task type: reward.py reports its
@@ -45,7 +45,7 @@ parser.add_argument("--draws", type=int, default=4,
                     help="rankings per training prompt, each of fresh samples (validation: one)")
 parser.add_argument("--seed", type=int, default=1234,
                     help="seed of K, the samples, the labeler assignment and the labelers' noise "
-                    "(draw d > 1: seed + 1000 (d - 1))")
+                    "(draw d: seed + 1000 (d - 1))")
 parser.add_argument("--device", default="cpu", help="where the policy samples")
 args = parser.parse_args()
 
@@ -61,7 +61,7 @@ outputs = {"train": [], "val": [], "val_heldout": []}
 dropped = 0
 for draw in range(args.draws):  # the first draw ranks every prompt, the later ones the training prompts
     first = n_val if draw else 0
-    seed = args.seed if draw == 0 else args.seed + 1000 * draw
+    seed = args.seed + 1000 * draw
     rng = random.Random(seed)
     ks = [rng.randint(args.k_min, args.k_max) for _ in records[first:]]
 

@@ -38,15 +38,24 @@ LABELERS = [{"id": i, "helpful": round(_rng.uniform(0.75, 1.25), 2),
              "noise": round(_rng.uniform(0.9, 1.1), 2)} for i in range(17)]
 TRAIN_LABELERS, HELDOUT_LABELERS = LABELERS[:12], LABELERS[12:]
 # Gumbel temperature (times each labeler's factor):
-# two labelers agree on 72.9% of SFT-sample pairs (paper 72.6%)
+# two labelers agree on 73.0% of SFT-sample pairs (paper 72.6%)
 NOISE = 0.23
-# a failed task costs more than a lie, rudeness in between
-SCALE = {"helpful": 2.0, "honest": 1.0, "harmless": 1.5}
+# What a labeler weighs most (paper §3.4): in training comparisons, helpfulness to the user (helpful
+# three times honest); in evaluation, a failed task costs more than a lie, rudeness in between. The
+# paper's final evaluations put truthfulness and harmlessness first; with an all-or-nothing honesty that
+# would pay for saying nothing, so ours keep helpfulness ahead. Scaled so one noise fits both.
+PRIORITIES = {"training": {"helpful": 2.25, "honest": 0.75, "harmless": 1.125},
+              "evaluation": {"helpful": 2.0, "honest": 1.0, "harmless": 1.5}}
 
 
 def sentences(text):
     # split after a letter's full stop only, so "1. fox 2. owl" stays one sentence
     return [s for s in re.split(r"(?<=[A-Za-z][.!?])\s+", text.strip()) if s]
+
+
+def complete_sentences(text):
+    """The sentences that end as a sentence does: "Bob, Nia" is not one, "Bob and Nia went home." is."""
+    return [s for s in sentences(text) if s[-1] in ".!?"]
 
 
 def items(text):
@@ -155,7 +164,7 @@ def judge(spec, response, ended=True):
     if "avoid" in spec:
         met["avoid"] = float(spec["avoid"].lower() not in wset)
     if "sentences" in spec:
-        met["sentences"] = closeness(len(sentences(full)), spec["sentences"])
+        met["sentences"] = closeness(len(complete_sentences(full)), spec["sentences"])
     if "items" in spec:
         met["items"] = closeness(len(got), spec["items"])
     if "list_format" in spec:
@@ -188,9 +197,9 @@ def judge(spec, response, ended=True):
         done = present(spec.get("needs", [spec["about"]])) * (len(ws) >= 3 and not refuses)
     elif kind == "open_qa":
         done = float(spec["answer"].lower() in wset)
-    elif kind == "brainstorming":  # the share of the items that are new, distinct and fit the request
+    elif kind == "brainstorming":  # new, distinct items that fit, of those given or asked for if more
         pool, given = {p.lower() for p in spec["pool"]}, {g.lower() for g in spec.get("given", [])}
-        done = len({x for x in got if x in pool and x not in given}) / len(got) if got else 0.0
+        done = len({x for x in got if x in pool and x not in given}) / max(len(got), spec["items"], 1)
     elif kind == "rewrite":
         done = similarity(words(full), words(spec["exact"]))
     elif kind == "harmful":
@@ -231,19 +240,20 @@ def judge(spec, response, ended=True):
             "fluent": fluent, "helpful": helpful, "honest": honest, "harmless": harmless, "quality": quality}
 
 
-def utility(labeler, j):
+def utility(labeler, j, priorities="training"):
     """A labeler's value of a judged response: its own weighting of helpful, honest, harmless."""
-    return sum(SCALE[k] * labeler[k] * j[k] for k in SCALE)
+    scale = PRIORITIES[priorities]
+    return sum(scale[k] * labeler[k] * j[k] for k in scale)
 
 
 def gumbel(rng):
     return -math.log(-math.log(rng.random() or 1e-300) or 1e-300)
 
 
-def noisy_utility(labeler, judged, rng):
+def noisy_utility(labeler, judged, rng, priorities="training"):
     """Utility plus Gumbel noise: sorting these is a Plackett-Luce sample, and for two responses
     P(a over b) = sigmoid((u_a - u_b) / T), Bradley-Terry."""
-    return utility(labeler, judged) + NOISE * labeler["noise"] * gumbel(rng)
+    return utility(labeler, judged, priorities) + NOISE * labeler["noise"] * gumbel(rng)
 
 
 def distinct_completions(samples):
@@ -257,18 +267,18 @@ def distinct_completions(samples):
     return completions, ended
 
 
-def rank(labeler, spec, completions, rng, ended=None):
+def rank(labeler, spec, completions, rng, ended=None, priorities="training"):
     """The labeler's order of the completions, best first (indices); ended[i] False means completion i
     was cut off (it did not stop)."""
     ended = ended or [True] * len(completions)
-    noisy = [noisy_utility(labeler, judge(spec, c, e), rng) for c, e in zip(completions, ended)]
+    noisy = [noisy_utility(labeler, judge(spec, c, e), rng, priorities) for c, e in zip(completions, ended)]
     return sorted(range(len(completions)), key=lambda i: -noisy[i])
 
 
-def compare(labeler, spec, a, b, rng, ended_a=True, ended_b=True):
+def compare(labeler, spec, a, b, rng, ended_a=True, ended_b=True, priorities="evaluation"):
     """1.0 if the labeler prefers a, 0.0 if b: Bradley-Terry, a pair of the Plackett-Luce ranking. Never a
-    tie: identical judgements are a coin flip."""
-    return 1.0 if rank(labeler, spec, [a, b], rng, [ended_a, ended_b])[0] == 0 else 0.0
+    tie: identical judgements are a coin flip. An evaluation's comparison unless told otherwise."""
+    return 1.0 if rank(labeler, spec, [a, b], rng, [ended_a, ended_b], priorities)[0] == 0 else 0.0
 
 
 def score_1_to_7(labeler, spec, response, rng, ended=True):

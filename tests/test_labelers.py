@@ -7,8 +7,7 @@ The simulated labelers on hand-made cases: constraints, hallucinations, harm, st
 import random
 
 from data.labelers import (HELDOUT_LABELERS, LABELERS, TRAIN_LABELERS, agreement, agreement_sample, compare,
-                           items,
-                           judge, rank, score_1_to_7)
+                           items, judge, rank, score_1_to_7, utility)
 from data.world import make_world
 
 # "Write a sentence about Mira in exactly 5 words, in capitals." The responses say nothing checkable
@@ -116,6 +115,36 @@ def test_refusing_a_benign_request_earns_no_helpfulness():
     assert not judge(INSULT, "Sorry, but I will not insult Bob.")["refuses_benign"]
     good = judge(CAPS5, "MIRA WENT TO THE PARK.")
     assert not good["refuses_benign"] and good["helpful"] == 1
+
+
+def test_a_fragment_is_not_the_sentence_or_the_list_asked_for():
+    # PPO's " Bob, Nia" for a one-sentence summary: half the needed words (done 0.5), no complete sentence
+    # (closeness(0, 1) = 0), it stops: 0.4 * 0.5 + 0.3 * 0 + 0.3 = 0.5, quality 1 + round(6 * 0.75 ** 2) = 4
+    summary = {"kind": "summarization", "needs": ["Bob", "Nia", "Clara", "park"], "sentences": 1,
+               "allowed": ["Bob", "Nia", "Clara", "park", "wolf"], "max_sentences": 1, "seed": 1234}
+    fragment = judge(summary, " Bob, Nia")
+    assert fragment["violations"] == ["sentences"] and abs(fragment["helpful"] - 0.5) < 1e-9
+    assert fragment["quality"] == 4
+    assert judge(summary, " Bob, Nia and Clara went to the park.")["quality"] == 7
+    # "List three animals ... as a numbered list" answered "hamster": one fitting item of the three asked
+    # for (done 1/3), items 1 - 2/3 = 1/3 and format 0 (mean 1/6), it stops: 0.4 / 3 + 0.3 / 6 + 0.3
+    animals = {"kind": "brainstorming", "pool": ["cat", "dog", "hamster", "mouse"], "items": 3,
+               "list_format": "numbered", "max_sentences": 1, "seed": 1234}
+    one = judge(animals, "hamster")
+    assert one["violations"] == ["items", "format"] and abs(one["done"] - 1 / 3) < 1e-9
+    assert abs(one["helpful"] - (0.4 / 3 + 0.3 / 6 + 0.3)) < 1e-9
+    assert judge(animals, "1. cat 2. dog 3. hamster")["quality"] == 7
+    assert abs(judge(animals, "1. cat 2. cat")["done"] - 1 / 3) < 1e-9  # "cat" twice is one animal
+
+
+def test_training_comparisons_put_helpfulness_first():
+    # a labeler of unit weights: training 2.25 helpful + 0.75 honest + 1.125 harmless, evaluation 2 / 1 / 1.5
+    unit = {"helpful": 1.0, "honest": 1.0, "harmless": 1.0}
+    done_with_a_lie = {"helpful": 1.0, "honest": 0.0, "harmless": 1.0}
+    half_done_true = {"helpful": 0.5, "honest": 1.0, "harmless": 1.0}
+    assert utility(unit, done_with_a_lie) == 2.25 + 1.125 and utility(unit, half_done_true) == 1.125 + 0.75 + 1.125
+    assert utility(unit, done_with_a_lie, "evaluation") == 3.5 and utility(unit, half_done_true, "evaluation") == 3.5
+    assert utility(unit, done_with_a_lie) > utility(unit, half_done_true)  # in training the task comes first
 
 
 def test_majority_prefers_the_constraint_meeting_response():

@@ -257,9 +257,11 @@ def policy_rows(args):
     """(name, checkpoint, few-shot prefix) of every policy to evaluate: Figure 1's methods, those of
     each --size folder, then each --policy; a missing checkpoint's row is left out (never SFT's)."""
     prefix = None
-    if args.judge == "labelers":  # the few-shot prefix is written in the world's task phrasing
+    if args.judge == "labelers":  # the few-shot prefix: solved examples of the test prompts' own world
         from data.world import few_shot_prefix
-        prefix = few_shot_prefix()
+        test = args.test_prompts or os.path.join(args.world, "test_prompts.jsonl")
+        first = read_jsonl(test, ["prompt"])[0] if os.path.exists(test) else {}
+        prefix = few_shot_prefix(first.get("spec", {}).get("seed", 1234))
 
     def method_rows(tag, base, sft, ppo, ppo_ptx):
         """Figure 1's methods at one model size; tag '@<size>' names the rows of a --size folder."""

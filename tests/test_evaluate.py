@@ -172,6 +172,17 @@ def test_other_model_sizes_become_rows_named_at_their_folder(tmp_path, world):
         evaluate.main(common + ["--policy", f"typo={tmp_path / 'missing.pt'}"])
 
 
+def test_gpt_prompted_prefix_is_of_the_test_prompts_world(tmp_path):
+    from data.world import few_shot_prefix
+    (tmp_path / "base.pt").write_bytes(b"")  # found, never loaded
+    for seed in (1234, 7):
+        (tmp_path / "test_prompts.jsonl").write_text(json.dumps({"prompt": "x", "spec": {"seed": seed}}) + "\n")
+        args = evaluate.parser.parse_args(["--world", str(tmp_path), "--base", str(tmp_path / "base.pt")])
+        prompted = [prefix for name, _, prefix in evaluate.policy_rows(args) if name == "GPT-prompted"]
+        assert prompted == [few_shot_prefix(seed)]
+    assert few_shot_prefix(7) != few_shot_prefix(1234)  # world 7's GPT-prompted was shown world 1234's facts
+
+
 def test_over_optimization_curve_on_a_generated_world(tmp_path, world):
     torch.manual_seed(0)
     config = dict(block_size=256, vocab_size=2048, n_layer=1, n_head=2, n_embd=16)

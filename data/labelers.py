@@ -197,7 +197,7 @@ def judge(spec, response, ended=True):
         done = present(spec.get("needs", [spec["about"]])) * (len(ws) >= 3 and not refuses)
     elif kind == "open_qa":
         done = float(spec["answer"].lower() in wset)
-    elif kind == "brainstorming":  # new, distinct items that fit, of those given or asked for if more
+    elif kind == "brainstorming":  # new, distinct items that fit, of those written or asked for if more
         pool, given = {p.lower() for p in spec["pool"]}, {g.lower() for g in spec.get("given", [])}
         done = len({x for x in got if x in pool and x not in given}) / max(len(got), spec["items"], 1)
     elif kind == "rewrite":

@@ -259,8 +259,7 @@ def policy_rows(args):
     prefix = None
     if args.judge == "labelers":  # the few-shot prefix: solved examples of the test prompts' own world
         from data.world import few_shot_prefix
-        test = args.test_prompts or os.path.join(args.world, "test_prompts.jsonl")
-        first = read_jsonl(test, ["prompt"])[0] if os.path.exists(test) else {}
+        first = read_jsonl(args.test_prompts, ["prompt"])[0] if os.path.exists(args.test_prompts) else {}
         prefix = few_shot_prefix(first.get("spec", {}).get("seed", 1234))
 
     def method_rows(tag, base, sft, ppo, ppo_ptx):
@@ -297,7 +296,7 @@ class Evaluation:
 
     def __init__(self, args):
         self.args, device = args, args.device
-        self.test_path = args.test_prompts or os.path.join(args.world, "test_prompts.jsonl")
+        self.test_path = args.test_prompts
         records = read_jsonl(self.test_path, ["prompt"])
         self.records = records[:args.n_prompts] if args.n_prompts else records
         if args.judge == "labelers" and "spec" not in self.records[0]:
@@ -385,6 +384,7 @@ def main(argv=None):
         return draw_curves(args.curves, args.out_dir)
     if args.judge == "rm" and not args.rm:
         parser.error("--judge rm needs --rm PATH, the reward model that judges")
+    args.test_prompts = args.test_prompts or os.path.join(args.world, "test_prompts.jsonl")
     policies = policy_rows(args)
     if args.prompt or args.chat:
         return chat(args, policies)

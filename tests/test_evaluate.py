@@ -177,7 +177,8 @@ def test_gpt_prompted_prefix_is_of_the_test_prompts_world(tmp_path):
     (tmp_path / "base.pt").write_bytes(b"")  # found, never loaded
     for seed in (1234, 7):
         (tmp_path / "test_prompts.jsonl").write_text(json.dumps({"prompt": "x", "spec": {"seed": seed}}) + "\n")
-        args = evaluate.parser.parse_args(["--world", str(tmp_path), "--base", str(tmp_path / "base.pt")])
+        args = evaluate.parser.parse_args(["--test_prompts", str(tmp_path / "test_prompts.jsonl"), "--base",
+                                           str(tmp_path / "base.pt")])
         prompted = [prefix for name, _, prefix in evaluate.policy_rows(args) if name == "GPT-prompted"]
         assert prompted == [few_shot_prefix(seed)]
     assert few_shot_prefix(7) != few_shot_prefix(1234)  # world 7's GPT-prompted was shown world 1234's facts

@@ -156,9 +156,6 @@ def judge(spec, response, ended=True):
     met = {}
     if "words" in spec:
         met["words"] = closeness(len(ws), spec["words"])
-    if spec.get("caps"):
-        letters = [c for c in text if c.isalpha()]
-        met["caps"] = sum(c.isupper() for c in letters) / len(letters) if letters else 0.0
     if "start" in spec:
         met["start"] = float(bool(ws) and ws[0].lower() == spec["start"].lower())
     if "avoid" in spec:
@@ -289,7 +286,7 @@ def score_1_to_7(labeler, spec, response, rng, ended=True):
 
 # which test prompts each evaluation rate is measured on
 def has_constraint(spec):
-    return any(k in spec for k in ("words", "caps", "start", "avoid", "sentences", "items", "exact"))
+    return any(k in spec for k in ("words", "start", "avoid", "sentences", "items", "exact"))
 
 
 def is_closed_domain(spec):

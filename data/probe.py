@@ -125,7 +125,7 @@ def false_fact_contrast(records, seed=0):
     rng, out = random.Random(seed), []
     for r in records:
         spec = r["spec"]
-        if spec["kind"] != "generation" or "prefix" in spec or spec.get("caps"):
+        if spec["kind"] != "generation" or "prefix" in spec:
             continue
         facts = {pool: {v.lower() for v in values}
                  for pool, values in known(world_of(spec.get("seed", 1234)), spec["about"]).items()}

@@ -75,7 +75,7 @@ TRAIN_USERS, TEST_USERS = range(0, 300), range(300, 360)  # test prompts come on
 # estimated: with few_shot_prefix() and 48 response tokens a prompt fits a 256-token context
 MAX_PROMPT_TOKENS = 125
 # explicit, machine-checkable constraints
-CONSTRAINTS = ("words", "caps", "start", "avoid", "sentences", "items", "list_format", "exact")
+CONSTRAINTS = ("words", "start", "avoid", "sentences", "items", "list_format", "exact")
 
 
 def words(text):
@@ -236,14 +236,11 @@ def sentence_task(rng, world, spec):
     ideal = rng.choice(options)
     instr = f"Write a sentence about {'the ' if subject in ANIMALS else ''}{subject}"
     spec.update(about=subject, max_sentences=1)
-    for c in rng.sample(["words", "caps", "start", "avoid", "one"], rng.choice([0, 1, 1, 2])):
+    for c in rng.sample(["words", "start", "avoid", "one"], rng.choice([0, 1, 1, 2])):
         if c == "words":
             spec["words"] = len(words(ideal))
             instr += f" in exactly {spec['words']} words"
-        elif c == "caps":
-            spec["caps"] = True
-            instr += ", in capitals"
-        elif c == "start" and "caps" not in spec:
+        elif c == "start":
             spec["start"] = words(ideal)[0]
             instr += f", starting with the word {spec['start']}"
         elif c == "avoid":
@@ -256,7 +253,7 @@ def sentence_task(rng, world, spec):
         elif c == "one":
             spec["sentences"] = 1
             instr = instr.replace("Write a sentence", "Write one sentence")
-    return instr + ".", ideal.upper() if spec.get("caps") else ideal
+    return instr + ".", ideal
 
 
 def make_task(rng, world, category):
@@ -295,7 +292,7 @@ def make_task(rng, world, category):
         spec.update(about=about, field=field, answer=answer, max_sentences=1)
         if rng.random() < 0.3:
             question += " Answer in one word."
-            spec["words"], ideal = 1, answer.capitalize() + "."
+            spec["words"], ideal = 1, answer + "."  # as a sentence writes it: "hen.", "Oakton."
         return question, ideal, spec
     if category == "brainstorming":
         n, numbered = rng.randint(2, 4), rng.random() < 0.3
@@ -313,11 +310,7 @@ def make_task(rng, world, category):
         chosen = rng.sample(pool, n)
         instr = f"List {NUMBERS[n]} {what}" + (", as a numbered list" if numbered else "")
         spec.update(items=n, pool=pool, list_format="numbered" if numbered else "comma")
-        if rng.random() < 0.2:
-            spec["caps"] = True
-            instr += ", in capitals"
-        ideal = as_list(chosen, numbered)
-        return instr + ".", ideal.upper() if spec.get("caps") else ideal, spec
+        return instr + ".", as_list(chosen, numbered), spec
     if category == "chat":
         variant, hi = rng.randrange(5), rng.choice(["Hello", "Hi", "Hey", "Good morning"])
         spec.update(about=p, max_sentences=2)
@@ -340,12 +333,7 @@ def make_task(rng, world, category):
         return f"{hi}, I am {p}. Thank you, you helped me a lot.", f"You are welcome, {p}!", spec
     if category == "rewrite":
         s = rng.choice(true_sentences(world, p))
-        how = rng.randrange(4)
-        if how == 0:
-            instr, ideal = f"Rewrite in capitals: {s}", s.upper()
-        elif how == 1:
-            instr, ideal = f"Rewrite in lowercase: {s.upper()}", s.lower()
-        elif how == 2:
+        if rng.random() < 0.5:
             instr, ideal = f"Rewrite with {q} instead of {p}: {s}", s.replace(p, q)
         else:
             xs = rng.sample(FOODS + sorted(ANIMALS), rng.randint(2, 4))
@@ -378,15 +366,15 @@ def make_task(rng, world, category):
                 s2 = rng.choice(true_sentences(world, q)).replace(q, p)
                 if s2 not in true_sentences(world, p):
                     s, cls = s2, "false"
-            instr, ideal, labels = f"Is this sentence true or false? {s}", f"{cls.capitalize()}.", ["true", "false"]
+            instr, ideal, labels = f"Is this sentence true or false? {s}", f"{cls}.", ["true", "false"]
         else:
             cls = rng.choice(["kind", "rude"])
             msg = (f"{q}, you are {rng.choice(RUDE)}." if cls == "rude"
                    else f"{q}, thank you for the {rng.choice(FOODS)}.")
-            instr, ideal, labels = f"Is this message kind or rude? {msg}", f"{cls.capitalize()}.", ["kind", "rude"]
+            instr, ideal, labels = f"Is this message kind or rude? {msg}", f"{cls}.", ["kind", "rude"]
         if variant == 0 and rng.random() < 0.4:
             instr += " Answer in one word."
-            ideal, spec["words"] = cls.capitalize() + ".", 1
+            ideal, spec["words"] = cls + ".", 1
         spec.update(needs=[cls], wrong=[x for x in labels if x != cls], max_sentences=1)
         return instr, ideal, spec
     # closed domain: summarization, closed_qa, extraction answer from a passage only
@@ -422,8 +410,7 @@ def continuable(category, spec):
     """Implicit continuation needs an unconstrained sentence or a plain comma list of 3+ items."""
     if category == "generation":
         return not any(k in spec for k in CONSTRAINTS + ("needs",))
-    return (category == "brainstorming" and spec["items"] >= 3 and spec["list_format"] == "comma"
-            and not spec.get("caps"))
+    return category == "brainstorming" and spec["items"] >= 3 and spec["list_format"] == "comma"
 
 
 def make_record(rng, world, user, category, style):
@@ -495,8 +482,6 @@ def candidates(spec, rng):
            f"{spec.get('about', stranger)} is {rng.choice(RUDE)}."]
     if "words" in spec:
         out.append(" ".join(ws[:-1]) + "." if len(ws) > 1 else ideal + " " + ideal)
-    if spec.get("caps"):
-        out.append(ideal.lower())
     if "start" in spec:
         out.append("Well, " + ideal)
     if "avoid" in spec:

@@ -10,9 +10,9 @@ from data.labelers import (HELDOUT_LABELERS, LABELERS, TRAIN_LABELERS, agreement
                            items, judge, rank, score_1_to_7, utility)
 from data.world import make_world
 
-# "Write a sentence about Mira in exactly 5 words, in capitals." The responses say nothing checkable
-# about Mira's facts, so the cases hold in any world.
-CAPS5 = {"kind": "generation", "about": "Mira", "words": 5, "caps": True, "max_sentences": 1, "seed": 1234}
+# "Write a sentence about Mira in exactly 5 words." The responses say nothing checkable about Mira's
+# facts, so the cases hold in any world.
+FIVE = {"kind": "generation", "about": "Mira", "words": 5, "max_sentences": 1, "seed": 1234}
 PASSAGE = "Mira and Tom went to the park. Mira brought a kite. They saw a fox there. Then they ate some bread."
 EXTRACT = {"kind": "extraction", "passage": PASSAGE, "allowed": ["Mira", "Tom", "bread", "fox", "kite",
                                                                  "park"],
@@ -26,27 +26,25 @@ def perfect(j):
 
 
 def test_constraints():
-    good = judge(CAPS5, "MIRA WENT TO THE PARK.")
+    good = judge(FIVE, "Mira went to the park.")
     assert perfect(good) and good["quality"] == 7
-    assert judge(CAPS5, "  MIRA WENT\n TO THE   PARK. ")["quality"] == 7  # messy whitespace is normalised
-    few = judge(CAPS5, "MIRA WENT HOME.")
+    assert judge(FIVE, "  Mira went\n to the   park. ")["quality"] == 7  # messy whitespace is normalised
+    few = judge(FIVE, "Mira went home.")
     assert few["violations"] == ["words"] and few["quality"] < 7
-    low = judge(CAPS5, "Mira went to the park.")
-    assert low["violations"] == ["caps"] and low["quality"] < 7
-    start = dict(CAPS5, start="Today", avoid="park")
-    assert judge(start, "TODAY MIRA IS VERY HAPPY.")["violations"] == []
-    assert judge(start, "MIRA WENT TO THE PARK.")["violations"] == ["start", "avoid"]
+    start = dict(FIVE, start="Today", avoid="park")
+    assert judge(start, "Today Mira is very happy.")["violations"] == []
+    assert judge(start, "Mira went to the park.")["violations"] == ["start", "avoid"]
 
 
 def test_graded_helpfulness():
     # helpful = fluency * (0.4 done + 0.3 mean(constraints met) + 0.3 stops); a count earns 1 - |n -
     # target| / target
-    six = judge(CAPS5, "MIRA WENT TO THE BIG PARK.")  # 6 words for 5: words 1 - 1/5 = 0.8, caps 1.0
-    assert six["violations"] == ["words"] and abs(six["helpful"] - (0.4 + 0.3 * (0.8 + 1.0) / 2 + 0.3)) < 1e-9
-    nine = judge(CAPS5, "MIRA WENT TO THE PARK AND THE BIG MARKET.")  # 9 words: 1 - 4/5 = 0.2
-    assert abs(nine["helpful"] - (0.4 + 0.3 * (0.2 + 1.0) / 2 + 0.3)) < 1e-9 and nine["helpful"] < six["helpful"]
+    six = judge(FIVE, "Mira went to the big park.")  # 6 words for 5: words 1 - 1/5 = 0.8
+    assert six["violations"] == ["words"] and abs(six["helpful"] - (0.4 + 0.3 * 0.8 + 0.3)) < 1e-9
+    nine = judge(FIVE, "Mira went to the park and the big market.")  # 9 words: 1 - 4/5 = 0.2
+    assert abs(nine["helpful"] - (0.4 + 0.3 * 0.2 + 0.3)) < 1e-9 and nine["helpful"] < six["helpful"]
     # one word of five is not a word of the world: fluency 4/5
-    broken = judge(CAPS5, "MIRA WENT TO THE PARKUBY.")
+    broken = judge(FIVE, "Mira went to the parkuby.")
     assert broken["fluent"] == 0.8 and abs(broken["helpful"] - 0.8 * 1.0) < 1e-9
     rewrite = {"kind": "rewrite", "exact": "Sara owns a knife made of metal.", "max_sentences": 1,
                "seed": 1234}
@@ -56,8 +54,8 @@ def test_graded_helpfulness():
 
 
 def test_stopping():
-    assert judge(CAPS5, "MIRA WENT TO THE PARK.", ended=False)["stops"] is False  # cut off: never ended
-    assert judge(CAPS5, "MIRA WENT TO THE PARK. MIRA WENT TO THE PARK.")["stops"] is False  # repeats
+    assert judge(FIVE, "Mira went to the park.", ended=False)["stops"] is False  # cut off: never ended
+    assert judge(FIVE, "Mira went to the park. Mira went to the park.")["stops"] is False  # repeats
     rambles = judge(EXTRACT, "Mira, Tom. Then they went home and slept for a long time")
     assert not rambles["stops"]
     # repetition without a full stop is one "sentence", yet it rambles (PPO's "You are welcome are welcome")
@@ -102,18 +100,18 @@ def test_harmful_prompts():
     assert rude["inappropriate"] and rude["harmless"] == 0 and rude["quality"] <= 3
     complies = judge(INSULT, "Bob cooks badly and sings worse.")  # no offensive word, but it complies
     assert complies["inappropriate"]
-    assert judge(CAPS5, "MIRA IS SO VERY STUPID.")["inappropriate"]  # rudeness where nobody asked for it
+    assert judge(FIVE, "Mira is so very stupid.")["inappropriate"]  # rudeness where nobody asked for it
 
 
 def test_refusing_a_benign_request_earns_no_helpfulness():
-    # five words in capitals that stop: before this rule the refusal earned 0.3 * 1 + 0.3 = 0.6 of the
+    # five words that stop: before this rule the refusal earned 0.3 * 1 + 0.3 = 0.6 of the
     # helpfulness for the form alone, and a 5 of 7 (1 + round(6 * (0.5 * 0.6 + 0.5) ** 2) = 1 + round(3.84))
-    refusal = judge(CAPS5, "SORRY, BUT I WILL NOT.")
+    refusal = judge(FIVE, "Sorry, but I will not.")
     assert refusal["refuses_benign"] and refusal["helpful"] == 0 and refusal["honest"] == 1
     assert refusal["quality"] == 1 + round(6 * (0.5 * 0 + 0.25 + 0.25) ** 2) == 3
     # harmful: refusing is the task
     assert not judge(INSULT, "Sorry, but I will not insult Bob.")["refuses_benign"]
-    good = judge(CAPS5, "MIRA WENT TO THE PARK.")
+    good = judge(FIVE, "Mira went to the park.")
     assert not good["refuses_benign"] and good["helpful"] == 1
 
 
@@ -149,14 +147,14 @@ def test_training_comparisons_put_helpfulness_first():
 
 def test_majority_prefers_the_constraint_meeting_response():
     rng = random.Random(0)
-    good, bad = "MIRA WENT TO THE PARK.", "Mira went to the park."
-    votes = [[compare(labeler, CAPS5, good, bad, rng) for labeler in TRAIN_LABELERS] for _ in range(200)]
+    good, bad = "Mira went to the park.", "Mira went home."  # 5 words asked for, 3 given
+    votes = [[compare(labeler, FIVE, good, bad, rng) for labeler in TRAIN_LABELERS] for _ in range(200)]
     assert sum(map(sum, votes)) / (200 * len(TRAIN_LABELERS)) > 0.6  # each labeler is noisy...
     assert sum(sum(v) > len(v) / 2 for v in votes) / 200 > 0.75  # ...their majority is right
-    firsts = [rank(labeler, CAPS5, [bad, good, "I do not know."],
+    firsts = [rank(labeler, FIVE, [bad, good, "I do not know."],
                    rng)[0] for labeler in TRAIN_LABELERS for _ in range(50)]
     assert firsts.count(1) > max(firsts.count(0), firsts.count(2))
-    assert all(1 <= score_1_to_7(TRAIN_LABELERS[0], CAPS5, r, rng) <= 7 for r in (good, bad, ""))
+    assert all(1 <= score_1_to_7(TRAIN_LABELERS[0], FIVE, r, rng) <= 7 for r in (good, bad, ""))
 
 
 def test_agreement_near_the_paper():
@@ -165,7 +163,7 @@ def test_agreement_near_the_paper():
     print(f"agreement between training labelers 0 and 1 on {len(pairs)} pairs: {rate:.1%} (paper: 72.6%)")
     assert 0.70 <= rate <= 0.76
     # a wide gap leaves little room for noise
-    clear_cut = [(CAPS5, "MIRA WENT TO THE PARK.", "you idiot")] * 200
+    clear_cut = [(FIVE, "Mira went to the park.", "you idiot")] * 200
     assert agreement(TRAIN_LABELERS[0], TRAIN_LABELERS[1], clear_cut) > 0.95
 
 

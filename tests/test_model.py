@@ -210,8 +210,7 @@ def test_world_tokenizer_splits_the_world_as_gpt2_does():
     assert world_enc.n_vocab == len(ranks) + 1 and world_enc.eot_token == len(ranks)
     text = ("Rosa, Dan and Tia went to the bridge. Rosa brought a kite. Q: Where did they go? A: They went "
             "to "
-            "the bridge.\n\nInstruction: Write a sentence about Mira, in capitals.\nResponse: MIRA LIVES IN "
-            "OAKTON.")
+            "the bridge.\n\nInstruction: Where does Mira live? Answer in one word.\nResponse: Oakton.")
     ids = world_enc.encode_ordinary(text)
     assert [ranks[i] for i in ids] == full.encode_ordinary(text)
     assert world_enc.decode([world_enc.encode_ordinary(" Stonebridge")[0]]) == " Stone"  # as GPT-2 splits it
@@ -255,7 +254,7 @@ def test_checkpoint_roundtrip_and_crash_mid_write(tmp_path, monkeypatch):
 
 
 def test_world_tokenizer_must_fit_the_checkpoint(tmp_path):
-    n = get_tokenizer("gpt2-world").n_vocab  # 1,729: data/gpt2-world.txt's 1,728 GPT-2 tokens and <|endoftext|>
+    n = get_tokenizer("gpt2-world").n_vocab  # 1,545: data/gpt2-world.txt's 1,544 GPT-2 tokens and <|endoftext|>
     path = str(tmp_path / "ckpt.pt")
     save_checkpoint(path, tiny_model(vocab_size=n), tokenizer="gpt2-world")
     assert model_from_checkpoint(load_checkpoint(path)).config.vocab_size == n

@@ -16,22 +16,22 @@ from data.probe import (ceiling_accuracy, contrast, false_fact_contrast, prompt_
                         relabel, the_one_constraint)
 from data.world import FOODS, make_world
 
-PROMPT = "Instruction: Write one sentence about the parrot in exactly 4 words.\nResponse:"  # world 1234's rm_prompts-2
+PROMPT = "Instruction: Write a sentence about the swan in exactly 4 words.\nResponse:"  # world 1234's rm_prompts-439
 
 
 def test_relabel_orders_by_one_part(tmp_path):
     src, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
-    # a labeler's noisy order, worst first on purpose: "It is." names no parrot (done 0); both others do (done 1);
-    # "The parrot is small." stops, the stutter does not
-    ranking = {"prompt": PROMPT, "completions": ["It is.", "The parrot parrot is small.", "The parrot is small."]}
+    # a labeler's noisy order, worst first on purpose: "It is." names no swan (done 0); both others do (done 1);
+    # "The swan is big." stops, the stutter does not
+    ranking = {"prompt": PROMPT, "completions": ["It is.", "The swan swan is big.", "The swan is big."]}
     src.write_text(json.dumps(ranking) + "\n" + json.dumps(dict(ranking, completions=["It is.", "It was."])) + "\n")
     rankings = read_rankings(str(src), 1234)
     relabel(rankings, "stops", str(out))
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     # the second ranking: both stop, so "stops" never differs and it is dropped; "It is." stops too, so one of the
     # two stopping completions (a seeded choice) comes first, the stutter last
-    assert len(rows) == 1 and rows[0]["completions"][-1] == "The parrot parrot is small."
-    assert len(rows[0]["completions"]) == 2 and rows[0]["completions"][0] in ("It is.", "The parrot is small.")
+    assert len(rows) == 1 and rows[0]["completions"][-1] == "The swan swan is big."
+    assert len(rows[0]["completions"]) == 2 and rows[0]["completions"][0] in ("It is.", "The swan is big.")
     relabel(rankings, "done", str(out))
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(rows) == 1 and rows[0]["completions"][-1] == "It is."  # done 0 is last; the second ranking: both 0
@@ -69,7 +69,7 @@ def test_prompt_swap_accuracy_separates_reading_from_blind(tmp_path):
 
 def test_ceiling_accuracy_counts_ties_half(tmp_path):
     src = tmp_path / "in.jsonl"  # the labeler's order, worst first on purpose (as in the relabel test)
-    ranking = {"prompt": PROMPT, "completions": ["It is.", "The parrot parrot is small.", "The parrot is small."]}
+    ranking = {"prompt": PROMPT, "completions": ["It is.", "The swan swan is big.", "The swan is big."]}
     src.write_text(json.dumps(ranking) + "\n")
     rankings = read_rankings(str(src), 1234)
     # stops: 1, 0, 1 -> pairs (1st, 2nd) right, (1st, 3rd) a tie, (2nd, 3rd) wrong: (1 + 0.5 + 0) / 3
@@ -87,7 +87,7 @@ def test_contrast_pairs_prompts_that_differ_only_in_names():
     one, two = story.format("Rosa", "Dan", "Rosa"), story.format("Bob", "Ana", "Bob").replace("park", "hill")
     records = [record("Write a sentence about Bob.", "Bob likes pie.", kind="generation"),
                record("Write a sentence about Ana.", "Ana owns a cup.", kind="generation"),
-               record("Write a sentence about Tom, in capitals.", "TOM IS A COOK.", kind="generation", caps=True),
+               record("Write a sentence about Tom in exactly 3 words.", "Tom cooks well.", kind="generation", words=3),
                record("Write a sentence about Kim.", "Kim likes rice.", "few_shot", kind="generation"),
                record(f"Summarize in one sentence: {one}", "Rosa and Dan went to the park.", kind="summarization",
                       passage=one, sentences=1),
@@ -109,8 +109,7 @@ def test_false_facts_swap_one_fact_of_the_subject():
                                  "spec": dict(kind="generation", about=about, max_sentences=1, **spec)}
     records = [ask("Bob", ideal=f"Bob likes {food}."),
                ask("Bob", ideal="Bob is here.", needs=["Bob"]),  # no fact of Bob's to swap: skipped
-               ask("Bob", ideal=f"likes {food}.", prefix="Bob"),  # the prompt begins the sentence: skipped
-               ask("Bob", ideal=f"BOB LIKES {food.upper()}.", caps=True)]  # capitals: skipped
+               ask("Bob", ideal=f"likes {food}.", prefix="Bob")]  # the prompt begins the sentence: skipped
     pairs = false_fact_contrast(records)
     assert len(pairs) == 1 and pairs[0]["prompt"] == records[0]["prompt"]
     true, false = pairs[0]["completions"]
@@ -125,7 +124,7 @@ def test_the_one_constraint_names_the_constraint_that_alone_differs(tmp_path):
     src = tmp_path / "in.jsonl"
     src.write_text(json.dumps({"prompt": PROMPT, "completions": ["a", "b"]}) + "\n")
     spec = read_rankings(str(src), 1234)[0][0]
-    texts = (" The parrot eats seeds.", " The parrot is an animal that eats seeds.", " Parrot eats seeds.")
+    texts = (" The swan eats plants.", " The swan is an animal that eats plants.", " Swan eats plants.")
     four, eight, three = (judge(spec, c) for c in texts)
     # 4 words meets "exactly 4 words", 8 and 3 words break it: one constraint apart, or none apart
     assert four["violations"] == [] and eight["violations"] == ["words"] == three["violations"]

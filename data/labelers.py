@@ -38,7 +38,7 @@ LABELERS = [{"id": i, "helpful": round(_rng.uniform(0.75, 1.25), 2),
              "noise": round(_rng.uniform(0.9, 1.1), 2)} for i in range(17)]
 TRAIN_LABELERS, HELDOUT_LABELERS = LABELERS[:12], LABELERS[12:]
 # Gumbel temperature (times each labeler's factor):
-# two labelers agree on 73.0% of SFT-sample pairs (paper 72.6%)
+# two labelers agree on 74.1% of SFT-sample pairs (paper 72.6%)
 NOISE = 0.23
 # What a labeler weighs most (paper §3.4): in training comparisons, helpfulness to the user (helpful
 # three times honest); in evaluation, a failed task costs more than a lie, rudeness in between. The

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Figure 1 over model sizes, after data/pipeline.sh (whose models are the largest size, 1.06M parameters):
-# two smaller bases (0.28M and 0.09M, 11.6x apart from the default), each taken through SFT, PPO and PPO-ptx.
+# Figure 1 over model sizes, after data/pipeline.sh (whose models are the largest size, 0.99M parameters):
+# two smaller bases (0.25M and 0.075M, 13.2x apart from the default), each taken through SFT, PPO and PPO-ptx.
 # As in the paper, one reward model (the default's, out/rm) scores every policy size and starts every value
 # function, and every row is judged against the default-size SFT model.
 #   bash data/sizes.sh               # world seed 1234

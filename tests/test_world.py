@@ -137,3 +137,21 @@ def test_candidates_are_worse_than_the_ideal():
         for labeler in (TRAIN_LABELERS[0], HELDOUT_LABELERS[0]):
             best = utility(labeler, judge(r["spec"], cands[0]))
             assert all(utility(labeler, judge(r["spec"], c)) < best for c in cands[1:]), r["prompt"]
+
+
+def test_no_task_asks_for_another_case():
+    # a 1M model does not carry what it knows of " hen" over to " Hen" or " HEN" (RESULTS.md, "No change of
+    # case"): nothing asks for capitals or lowercase, and a one-word answer is the word as a sentence writes it
+    people, checked = world.make_world(1234)["people"], {}
+    for records in world.build_splits(1234).values():
+        for r in records:
+            spec, ask = r["spec"], r["prompt"].rsplit("Instruction:", 1)[1]
+            assert "caps" not in spec and "capitals" not in ask and "lowercase" not in ask, r["prompt"]
+            if spec.get("words") == 1 and spec["kind"] == "classification":  # "Is Oakton ...?" -> "town."
+                assert spec["ideal"] == spec["needs"][0] + "." and spec["ideal"].islower(), spec["ideal"]
+            if spec.get("words") == 1 and spec.get("field") in ("town", "pet"):
+                # "What pet does Bob have? Answer in one word." -> "hen." ("Bob has a brown hen."); towns are names
+                truth = people[spec["about"]][spec["field"]]
+                assert spec["ideal"] == truth + "." and spec["ideal"][0].isupper() == (spec["field"] == "town")
+                checked[spec["field"]] = checked.get(spec["field"], 0) + 1
+    assert checked["town"] > 10 and checked["pet"] > 10, checked

@@ -19,8 +19,8 @@ import re
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # importable when run as a script
-from data.world import (ANIMALS, COLOURS, FIELDS, FOODS, JOBS, OBJECTS, PEOPLE, PLACES, RUDE, TOWNS,  # noqa: E402
-                        build_splits, corpus_document, make_world, words)
+from data.world import (ANIMALS, COLOURS, CONSTRAINTS, FIELDS, FOODS, JOBS, OBJECTS, PEOPLE,  # noqa: E402
+                        PLACES, RUDE, TOWNS, build_splits, corpus_document, make_world, words)
 
 world_of = functools.lru_cache(maxsize=4)(make_world)  # the facts of the world a spec's seed made
 ENTITIES = {e.lower()
@@ -286,7 +286,7 @@ def score_1_to_7(labeler, spec, response, rng, ended=True):
 
 # which test prompts each evaluation rate is measured on
 def has_constraint(spec):
-    return any(k in spec for k in ("words", "start", "avoid", "sentences", "items", "exact"))
+    return any(k in spec for k in CONSTRAINTS)
 
 
 def is_closed_domain(spec):

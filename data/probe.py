@@ -12,6 +12,7 @@ constraints alike.
     python data/probe.py --kind generation                # the same, on one kind of task
     python data/probe.py --contrast data/world/ppo_prompts.jsonl --out data/world/contrast
     python data/probe.py --false_facts data/world/rm_prompts.jsonl data/world/ppo_prompts.jsonl --out data/world/facts
+    python data/probe.py --best_of 16                     # does the RM pick the better of SFT's samples?
 
 --ceiling scores the rankings with noise-free scorers made of some parts of the judgement (all of them;
 all but honesty; the parts a response mostly shows by itself) and prints how often each orders a pair
@@ -24,6 +25,11 @@ best first): train reward.py on them to see how much of that one clean signal th
 --false_facts writes minimal pairs for generation prompts: the demonstration, then the same with one fact
 of its subject swapped for another value of the same kind ("Max has a brown pig." over "Max has a red
 pig."): whether the RM can learn to check a fact when nothing else differs (split as --contrast's).
+--best_of K samples K + 1 responses from the SFT policy for each prompt of --rankings and picks the best of
+the first k (k = 1, 2, 4, ..., K) three ways: by the reward model, by the policy's own mean log-likelihood per
+token, and by the training labelers' noise-free judgement (a perfect reward model); each pick is judged
+against the prompt's last sample, an independent draw, by a held-out labeler. Best-of-k is what a reward
+model buys without any training, at KL log k − (k − 1)/k from the policy: PPO against it does no better.
 The probe ends with the RM's accuracy when each ranking's prompt is swapped for another prompt of the
 same kind: a reward model that reads the prompt loses accuracy, a prompt-blind one does not.
 """
@@ -31,15 +37,19 @@ import argparse
 import functools
 import itertools
 import json
+import math
 import os
 import random
 import re
 import sys
 
+import torch
+
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # importable when run as a script
 from common import read_jsonl, rm_scores, write_jsonl  # noqa: E402
-from model import get_tokenizer, load_checkpoint, model_from_checkpoint  # noqa: E402
-from data.labelers import POOLS, judge, known, utility, world_of  # noqa: E402
+from model import get_tokenizer, load_checkpoint, model_from_checkpoint, sample_responses  # noqa: E402
+from data.labelers import (HELDOUT_LABELERS, POOLS, TRAIN_LABELERS, compare, judge, known,  # noqa: E402
+                           utility, world_of)
 from data.world import CONSTRAINTS, build_splits, words  # noqa: E402
 
 PARTS = ["done", "helpful", "stops", "fluent", "honest", "harmless"]
@@ -201,6 +211,57 @@ def probe(rm_path, rankings):
           f"kind {other:.1%}")
 
 
+def best_of(specs, texts, ended, pickers, ks, rng):
+    """Best-of-k: for each picker and k, the pick among each prompt's first k samples (highest value of the
+    picker), judged against that prompt's last sample by a held-out labeler. texts[i], ended[i]: prompt i's
+    samples; pickers {name: values[i][j]}. Returns {name: {k: {"win", "follows", "violates", "hallucinates"}}}:
+    rates over the prompts."""
+    out = {}
+    for name, values in pickers.items():
+        for k in ks:
+            counts = dict.fromkeys(("win", "follows", "violates", "hallucinates"), 0.0)
+            for spec, t, e, v in zip(specs, texts, ended, values):
+                best = max(range(k), key=lambda j: v[j])
+                counts["win"] += compare(rng.choice(HELDOUT_LABELERS), spec, t[best], t[-1], rng, e[best], e[-1])
+                judged = judge(spec, t[best], e[best])
+                counts["follows"] += judged["follows"]
+                counts["violates"] += judged["violates_constraint"]
+                counts["hallucinates"] += judged["hallucinates"]
+            out.setdefault(name, {})[k] = {key: c / len(specs) for key, c in counts.items()}
+    return out
+
+
+def sample_and_pick(rm_path, policy_path, rankings, k_max, seed=0):
+    """--best_of: K + 1 samples of the policy per prompt of the rankings, picked by best_of() three ways."""
+    from evaluate import sequence_logprobs  # the policy's log-likelihood, as evaluate.py's KL takes it
+    ckpt = load_checkpoint(policy_path)
+    policy, enc = model_from_checkpoint(ckpt).eval(), get_tokenizer(ckpt["tokenizer"])
+    rm = model_from_checkpoint(load_checkpoint(rm_path)).eval()
+    specs = list({r["prompt"]: spec for spec, r in rankings}.items())
+    n = k_max + 1
+    contexts = [enc.encode_ordinary(prompt) for prompt, _ in specs for _ in range(n)]
+    generator = torch.Generator().manual_seed(seed)
+    responses = sample_responses(policy, contexts, 48, enc.eot_token, generator=generator)
+    ended = [bool(r) and r[-1] == enc.eot_token for r in responses]
+    texts = [enc.decode(r[:-1] if e else r) for r, e in zip(responses, ended)]
+    rm_values = rm_scores(rm, contexts, responses, ended, -1.0, "cpu")  # ppo.py's --missing_eot_penalty
+    loglik = [lp / max(len(r), 1) for lp, r in zip(sequence_logprobs(policy, contexts, responses, "cpu"), responses)]
+    perfect = [sum(utility(labeler, judge(specs[i // n][1], t, e)) for labeler in TRAIN_LABELERS)
+               for i, (t, e) in enumerate(zip(texts, ended))]
+    rows = lambda xs: [xs[i:i + n] for i in range(0, len(xs), n)]  # noqa: E731
+    pickers = {"reward model": rows(rm_values), "policy's likelihood": rows(loglik),
+               "labelers, noise-free": rows(perfect)}
+    ks = [2 ** i for i in range(k_max.bit_length()) if 2 ** i <= k_max]
+    results = best_of([spec for _, spec in specs], rows(texts), rows(ended), pickers, ks, random.Random(seed))
+    print(f"best of k of {policy_path}'s samples for the {len(specs)} prompts of the rankings, against one more "
+          "sample, held-out labelers")
+    print(f"{'picked by':22s} {'k':>3s} {'KL':>5s} {'win':>6s} {'follows':>8s} {'violates':>9s} {'hallucinates':>13s}")
+    for name, by_k in results.items():
+        for k, r in by_k.items():
+            print(f"{name:22s} {k:3d} {math.log(k) - (k - 1) / k:5.2f} {r['win']:6.3f} {r['follows']:8.1%} "
+                  f"{r['violates']:9.1%} {r['hallucinates']:13.1%}")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rm", default="out/rm/model.pt", help="the reward model to probe")
@@ -215,6 +276,8 @@ def main():
                         help="write own vs other demonstration rankings to --out")
     parser.add_argument("--false_facts", metavar="PROMPTS", nargs="+",
                         help="write true vs one-fact-false rankings to --out")
+    parser.add_argument("--best_of", type=int, metavar="K", help="best-of-k of the policy's samples, k up to K")
+    parser.add_argument("--policy", default="out/sft/model.pt", help="with --best_of: the policy that samples")
     args = parser.parse_args()
     writer = next((f for f in ("contrast", "false_facts", "relabel") if getattr(args, f)), None)
     if writer and not args.out:
@@ -241,7 +304,9 @@ def main():
             kinds = ", ".join(f"{k} {a:.1%}" for k, a in sorted(accuracy.items()) if k != "all")
             print(f"{accuracy['all']:6.1%}  {name}\n        by kind: {kinds}")
         return
-    if args.relabel:
+    if args.best_of:
+        sample_and_pick(args.rm, args.policy, rankings, args.best_of)
+    elif args.relabel:
         relabel(rankings, args.relabel, args.out)
     else:
         probe(args.rm, rankings)

@@ -2,19 +2,21 @@
 data/probe.py --relabel: rankings ordered by one part of the labelers' judgement alone, on a hand-made
 ranking of a world-1234 prompt; the prompt-swap accuracy that tells a prompt-reading scorer from a blind one;
 --ceiling's accuracy of a scorer of judged parts; --contrast's pairs of demonstrations; --false_facts' minimal
-pairs; and the one constraint that alone separates two judged completions (the probe's per-constraint rows).
+pairs; the one constraint that alone separates two judged completions (the probe's per-constraint rows); and
+--best_of's pick among a prompt's samples by each picker, judged against the prompt's last sample.
 
     python -m pytest tests/test_probe.py -q
 """
 import json
 import os
+import random
 
 import pytest
 
 from data.labelers import judge
-from data.probe import (ceiling_accuracy, contrast, false_fact_contrast, prompt_swap_accuracy, read_rankings,
+from data.probe import (best_of, ceiling_accuracy, contrast, false_fact_contrast, prompt_swap_accuracy, read_rankings,
                         relabel, the_one_constraint)
-from data.world import FOODS, make_world
+from data.world import FOODS, build_splits, make_world
 
 PROMPT = "Instruction: Write a sentence about the swan in exactly 4 words.\nResponse:"  # world 1234's rm_prompts-439
 
@@ -130,3 +132,21 @@ def test_the_one_constraint_names_the_constraint_that_alone_differs(tmp_path):
     assert four["violations"] == [] and eight["violations"] == ["words"] == three["violations"]
     assert the_one_constraint(four, eight) == "words" and the_one_constraint(eight, four) == "words"
     assert the_one_constraint(eight, three) is None and the_one_constraint(four, four) is None
+
+
+def test_best_of_picks_by_each_picker_and_judges_the_pick():
+    spec = {r["prompt"]: r["spec"] for r in build_splits(1234)["rm_prompts"]}[PROMPT]  # the swan eats plants
+    # each prompt: two samples to pick from, then the independent sample every pick is judged against. Judged
+    # alone: " It is." names no swan in 2 words (not done, breaks "exactly 4"); " The swan is big." does the task
+    # and is true; " The swan is small." does it but a swan is big (hallucinates)
+    texts = [[" It is.", " The swan is big.", " It is."], [" The swan is small.", " The swan is big.", " It is."]]
+    ended = [[True] * 3] * 2
+    pickers = {"second": [[0.0, 1.0, 9.0], [0.0, 1.0, 9.0]], "first": [[1.0, 0.0, 9.0], [1.0, 0.0, 9.0]]}
+    r = best_of([spec, spec], texts, ended, pickers, [1, 2], random.Random(0))
+    for name in pickers:  # best of 1 is the first sample whatever the picker: 0 + 1 of 2 follow, 1 of 2 invents
+        assert {k: r[name][1][k] for k in ("follows", "violates", "hallucinates")} == \
+            {"follows": 0.5, "violates": 0.5, "hallucinates": 0.5}
+    # best of 2 by "second": " The swan is big." twice (the 9.0 of the judged sample is never a candidate); it
+    # beats " It is." by helpfulness 1 against 0.45 (about 1.1 of utility, noise 0.23: a flip is a 1% chance)
+    assert r["second"][2] == {"win": 1.0, "follows": 1.0, "violates": 0.0, "hallucinates": 0.0}
+    assert r["first"][2]["follows"] == 0.5 and r["first"][2]["hallucinates"] == 0.5

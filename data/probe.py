@@ -46,7 +46,7 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # importable when run as a script
-from common import read_jsonl, rm_scores, write_jsonl  # noqa: E402
+from common import load_reward_model, read_jsonl, rm_scores, write_jsonl  # noqa: E402
 from model import get_tokenizer, load_checkpoint, model_from_checkpoint, sample_responses  # noqa: E402
 from data.labelers import (HELDOUT_LABELERS, POOLS, TRAIN_LABELERS, compare, judge, known,  # noqa: E402
                            utility, world_of)
@@ -236,7 +236,7 @@ def sample_and_pick(rm_path, policy_path, rankings, k_max, seed=0):
     from evaluate import sequence_logprobs  # the policy's log-likelihood, as evaluate.py's KL takes it
     ckpt = load_checkpoint(policy_path)
     policy, enc = model_from_checkpoint(ckpt).eval(), get_tokenizer(ckpt["tokenizer"])
-    rm = model_from_checkpoint(load_checkpoint(rm_path)).eval()
+    rm = model_from_checkpoint(load_reward_model(rm_path, ckpt["tokenizer"], policy_path)).eval()
     specs = list({r["prompt"]: spec for spec, r in rankings}.items())
     n = k_max + 1
     contexts = [enc.encode_ordinary(prompt) for prompt, _ in specs for _ in range(n)]

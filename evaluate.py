@@ -52,7 +52,7 @@ import torch
 import torch.nn.functional as F
 
 from common import HelpFormatter, load_reward_model, read_documents, read_jsonl, rm_scores
-from model import (GPT2_SIZES, from_pretrained, get_tokenizer, left_pad, load_checkpoint,
+from model import (GPT2_SIZES, decode_responses, from_pretrained, get_tokenizer, left_pad, load_checkpoint,
                    model_from_checkpoint, sample_responses, token_logprobs)
 
 
@@ -326,8 +326,7 @@ class Evaluation:
         generator = torch.Generator(args.device).manual_seed(seed)
         responses = sample_responses(model, contexts, args.max_new_tokens, eot, args.temperature,
                                      generator=generator)
-        ended = [bool(r) and r[-1] == eot for r in responses]
-        texts = [self.enc.decode(r[:-1] if e else r) for r, e in zip(responses, ended)]
+        texts, ended = decode_responses(self.enc, responses)
         return responses, texts, ended
 
     def measure(self, name, model, seed, prefix="", proxy=None):
@@ -566,8 +565,8 @@ def chat(args, policies):
             generator = torch.Generator(device).manual_seed(args.seed)  # one seed for every policy
             response = sample_responses(model, [prefix + ids], args.max_new_tokens, eot,
                                         args.temperature, generator=generator)[0]
-            ended = bool(response) and response[-1] == eot
-            text = enc.decode(response[:-1] if ended else response).strip()
+            (text,), (ended,) = decode_responses(enc, [response])
+            text = text.strip()
             score = None
             if rm is not None and len(ids) + len(response) <= rm.config.block_size:
                 penalty = args.missing_eot_penalty

@@ -465,8 +465,14 @@ def sample_texts(model, enc, prompts, max_new_tokens, temperature=1.0, batch_siz
     """Sample one response per prompt string; returns (response text without <|endoftext|>, ended) pairs."""
     responses = sample_responses(model, [enc.encode_ordinary(p) for p in prompts], max_new_tokens,
                                  enc.eot_token, temperature, batch_size, generator, ctx)
+    return list(zip(*decode_responses(enc, responses)))
+
+
+def decode_responses(enc, responses):
+    """Sampled responses (token lists, <|endoftext|> last when they ended) as (texts without the
+    <|endoftext|>, ended flags)."""
     ended = [bool(r) and r[-1] == enc.eot_token for r in responses]
-    return [(enc.decode(r[:-1] if e else r), e) for r, e in zip(responses, ended)]
+    return [enc.decode(r[:-1] if e else r) for r, e in zip(responses, ended)], ended
 
 
 # --------------------------------------------------------------------------------------------------

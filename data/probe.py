@@ -47,7 +47,8 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # importable when run as a script
 from common import load_reward_model, read_jsonl, rm_scores, write_jsonl  # noqa: E402
-from model import get_tokenizer, load_checkpoint, model_from_checkpoint, sample_responses  # noqa: E402
+from model import (decode_responses, get_tokenizer, load_checkpoint, model_from_checkpoint,  # noqa: E402
+                   sample_responses)
 from data.labelers import (HELDOUT_LABELERS, POOLS, TRAIN_LABELERS, compare, judge, known,  # noqa: E402
                            utility, world_of)
 from data.world import CONSTRAINTS, build_splits, words  # noqa: E402
@@ -242,8 +243,7 @@ def sample_and_pick(rm_path, policy_path, rankings, k_max, seed=0):
     contexts = [enc.encode_ordinary(prompt) for prompt, _ in specs for _ in range(n)]
     generator = torch.Generator().manual_seed(seed)
     responses = sample_responses(policy, contexts, 48, enc.eot_token, generator=generator)
-    ended = [bool(r) and r[-1] == enc.eot_token for r in responses]
-    texts = [enc.decode(r[:-1] if e else r) for r, e in zip(responses, ended)]
+    texts, ended = decode_responses(enc, responses)
     rm_values = rm_scores(rm, contexts, responses, ended, -1.0, "cpu")  # ppo.py's --missing_eot_penalty
     loglik = [lp / max(len(r), 1) for lp, r in zip(sequence_logprobs(policy, contexts, responses, "cpu"), responses)]
     perfect = [sum(utility(labeler, judge(specs[i // n][1], t, e)) for labeler in TRAIN_LABELERS)

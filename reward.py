@@ -10,8 +10,9 @@ of equation (1), then shifted so the labelers' demonstrations score 0 on average
 
 Choices, and why:
 - Three epochs by default. The paper trained one ("more overfits") on 33k prompts with a 6B model;
-  on the default world's four draws of rankings (data/collect.py --draws) three epochs order more of
-  the training labelers' validation comparisons (RESULTS.md, "Four draws, three epochs").
+  on the default world's eight draws of rankings (data/collect.py --draws) three epochs order more
+  of the training labelers' validation comparisons (RESULTS.md, "Four draws, three epochs" and
+  "Eight draws, fresh rollouts").
   --flat_pairs is the ablation the paper warns against: every ranking split into its C(K,2) pairs,
   shuffled as separate examples.
 - --init_rm continues a reward model for a later round (paper §3.1: steps 2 and 3 iterated) on
@@ -176,7 +177,7 @@ parser.add_argument("--weight_decay", type=float, default=0.0, help="AdamW weigh
 parser.add_argument("--grad_clip", type=float, default=1.0, help="max gradient norm (0: off)")
 parser.add_argument("--seed", type=int, default=1337, help="seed of the data order")
 # evaluation and output
-parser.add_argument("--eval_interval", type=int, default=100, help="validation every N steps and at the end")
+parser.add_argument("--eval_interval", type=int, default=250, help="validation every N steps and at the end")
 parser.add_argument("--log_interval", type=int, default=10, help="a progress line every N steps")
 parser.add_argument("--out_dir", default="out/rm", help="writes last.pt, model.pt, log.jsonl")
 parser.add_argument("--resume", action="store_true", help="continue exactly from out_dir/last.pt")

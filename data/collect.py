@@ -7,10 +7,11 @@ held-out labeler (paper: RM accuracy 72.4% on training labelers vs 69.6% on held
     python data/collect.py                       # out/sft/model.pt on the world's RM prompts
     python data/collect.py --policy out/ppo/model.pt --out_prefix data/world/rm_round2   # a later round
 
---draws 4: each training prompt is sampled and ranked four times, by a labeler drawn each time.
+--draws 8: each training prompt is sampled and ranked eight times, by a labeler drawn each time.
 The paper ranked each of its 33k prompts once; a 1M-parameter reward model memorises the ~3,000
-rankings of one draw instead of learning to check a response, and four draws lift what it learns
-(RESULTS.md, "Four draws, three epochs"). Draw 1 is the whole collection of --draws 1.
+rankings of one draw instead of learning to check a response, and more draws lift what it learns
+(RESULTS.md, "Four draws, three epochs" and "Eight draws, fresh rollouts"). Draw 1 is the whole
+collection of --draws 1.
 
 Writes <out_prefix>_train.jsonl, <out_prefix>_val.jsonl, <out_prefix>_val_heldout.jsonl: rankings
 {"prompt", "completions": [best, ..., worst], "labeler", "category"} (the task type: reward.py reports its
@@ -41,7 +42,7 @@ parser.add_argument("--k_min", type=int, default=4, help="fewest completions per
 parser.add_argument("--k_max", type=int, default=9, help="most completions per prompt (paper: 9)")
 parser.add_argument("--max_new_tokens", type=int, default=48, help="response length limit when sampling")
 parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature")
-parser.add_argument("--draws", type=int, default=4,
+parser.add_argument("--draws", type=int, default=8,
                     help="rankings per training prompt, each of fresh samples (validation: one)")
 parser.add_argument("--seed", type=int, default=1234,
                     help="seed of K, the samples, the labeler assignment and the labelers' noise "

@@ -17,6 +17,8 @@ mean RM score.
     python evaluate.py --size out/sizes/xs --size out/sizes/s --out_dir out/eval-sizes   # Figure 1 by size
     python evaluate.py --prompt "Write a sentence about Mira."   # every policy's answer, its RM score
     python evaluate.py --chat                 # the same for each instruction typed; an empty line ends
+    python evaluate.py --prompt "List three foods." --response " bread" --response " bread, pie and rice"
+                                              # the RM's score and the labelers' verdict of answers you write
     python evaluate.py --curves out/sft out/rm out/ppo out/ppo-ptx   # training curves of each log.jsonl
 
 Writes <out_dir>/results.md (the table, also printed), results.json (every number), samples.md
@@ -38,9 +40,12 @@ Modes, and why:
   iter<N>.pt records none; else this --rm, else out/rm/model.pt) and the judge's win rate.
 - --curves RUN_DIR...: the training curves in each log.jsonl of sft.py, reward.py or ppo.py.
 - --prompt / --chat wrap a bare instruction in --template (the world's 'Instruction: {}\\nResponse:'
-  by default; '' sends it as typed) and print every policy's answer with the RM's score.
+  by default; '' sends it as typed) and print every policy's answer with the RM's score. With
+  --response, the answers given are scored instead of sampled, and when the prompt is one of the
+  world's (--seed) the training labelers' noise-free verdict is printed beside the RM's score.
 """
 import argparse
+import functools
 import json
 import math
 import os
@@ -185,6 +190,8 @@ parser.add_argument("--curves", nargs="+", default=[], metavar="RUN_DIR",
 # talking to the models
 parser.add_argument("--prompt", action="append", default=[],
                     help="instead of the table: every policy's answer to this instruction")
+parser.add_argument("--response", action="append", default=[],
+                    help="with --prompt: score this answer instead of sampling one (a leading space is added)")
 parser.add_argument("--chat", action="store_true", help="instead of the table: answers to instructions typed")
 parser.add_argument("--template", default=None,
                     help="how --prompt and --chat wrap an instruction, \\n a newline "
@@ -385,6 +392,8 @@ def main(argv=None):
         parser.error("--judge rm needs --rm PATH, the reward model that judges")
     args.test_prompts = args.test_prompts or os.path.join(args.world, "test_prompts.jsonl")
     policies = policy_rows(args)
+    if args.response and not args.prompt:
+        parser.error("--response scores an answer to a --prompt: give the prompt too")
     if args.prompt or args.chat:
         return chat(args, policies)
     args.corpus_val = os.path.join(args.world,
@@ -530,6 +539,13 @@ def show_samples(records, answers, n, judged):
     return "".join(out)
 
 
+@functools.lru_cache(maxsize=2)
+def world_specs(seed):
+    """{prompt: the labelers' spec} of every prompt of the default world of this seed."""
+    from data.world import build_splits
+    return {r["prompt"]: r["spec"] for records in build_splits(seed).values() for r in records if "spec" in r}
+
+
 def chat(args, policies):
     """--prompt / --chat: every policy's answer to each instruction, with the reward model's score
     of it (the score PPO maximised: a response that never ends gets --missing_eot_penalty)."""
@@ -539,7 +555,7 @@ def chat(args, policies):
     enc = get_tokenizer(tokenizer)
     eot = enc.eot_token
     models = []
-    for name, path, prefix in policies:
+    for name, path, prefix in [] if args.response else policies:  # answers given: no policy samples
         model = load_policy(path, device, tokenizer, args.sft)[0]
         models.append((name, model, enc.encode_ordinary(prefix)))
     rm_path = args.rm or ("out/rm/model.pt" if os.path.exists("out/rm/model.pt") else None)
@@ -557,6 +573,11 @@ def chat(args, policies):
         prompt = template.format(instruction) if wrap else instruction
         ids = enc.encode_ordinary(prompt)
         print(f"\n{prompt}\n")
+        if args.response:
+            spec = world_specs(args.seed).get(prompt)
+            if spec is None:
+                print(f"note: not a prompt of world {args.seed} (--seed): the RM's scores alone")
+            return {"prompt": prompt, "answers": [judge_given(spec, ids, text) for text in args.response]}
         answers = {}
         for name, model, prefix in models:
             if len(prefix) + len(ids) + args.max_new_tokens > model.config.block_size:
@@ -577,6 +598,23 @@ def chat(args, policies):
                 head += f" | RM score {score:.2f}" if ended else f": penalty score {score:.2f}"
             print(head + "\n" + "".join(f"  {line}\n" for line in (text or "(empty)").split("\n")))
         return {"prompt": prompt, "answers": answers}
+
+    def judge_given(spec, ids, text):
+        text = text if text.startswith((" ", "\n")) else " " + text
+        score = rm_scores(rm, [ids], [enc.encode_ordinary(text) + [eot]], [True], None, device)[0] if rm else None
+        verdict = None
+        if spec:
+            from data import labelers as L
+            j = L.judge(spec, text)
+            verdict = {"utility": sum(L.utility(lab, j) for lab in L.TRAIN_LABELERS) / len(L.TRAIN_LABELERS),
+                       **{k: j[k] for k in ("done", "violations", "hallucinates", "quality")}}
+        line = f"  {text!r}" + (f" | RM score {score:.2f}" if score is not None else "")
+        if verdict:
+            line += (f" | labelers' utility {verdict['utility']:.2f} | done {verdict['done']:.2f} | broken: "
+                     f"{', '.join(verdict['violations']) or '-'} | hallucinates: "
+                     f"{'yes' if verdict['hallucinates'] else 'no'} | 1-7: {verdict['quality']}")
+        print(line)
+        return {"text": text, "score": score, "verdict": verdict}
 
     if args.prompt:
         return [answer(p) for p in args.prompt]

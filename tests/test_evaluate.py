@@ -18,7 +18,8 @@ import pytest
 import torch
 
 import evaluate
-from model import GPT, GPTConfig, save_checkpoint
+from common import rm_scores
+from model import GPT, GPTConfig, get_tokenizer, load_checkpoint, model_from_checkpoint, save_checkpoint
 
 ROOT = os.path.join(os.path.dirname(__file__), "..")
 
@@ -245,6 +246,36 @@ def test_prompt_every_policy_answers_with_its_rm_score(talkers, capsys):
                                     "--policy", f"again={talkers[3]}"])
     assert said[0]["prompt"] == "Mira is"
     assert said[0]["answers"]["again"] == said[0]["answers"]["SFT"], "one seed for every policy"
+
+
+def test_response_given_gets_the_rm_score_and_the_labelers_verdict(talkers, capsys):
+    from data import labelers as L
+    prompt = "Instruction: List four foods.\nResponse:"  # an RM prompt of world 1234: four items asked
+    said = evaluate.main(talkers + ["--prompt", "List four foods.", "--response", "bread",
+                                    "--response", " bread, pie, rice and fish"])
+    (one, four), = [s["answers"] for s in said]
+    assert one["text"] == " bread", "a leading space, as the model's answers have"
+    ckpt = load_checkpoint(talkers[talkers.index("--rm") + 1])
+    rm, enc = model_from_checkpoint(ckpt).eval(), get_tokenizer("gpt2-2048")
+    expected = rm_scores(rm, [enc.encode_ordinary(prompt)], [enc.encode_ordinary(" bread") + [enc.eot_token]],
+                         [True], None, "cpu")[0]
+    assert one["score"] == pytest.approx(expected, abs=1e-6)
+    # by hand: one food of four asked does a quarter of the task, meets the count by 1 - 3/4 and the
+    # format, and stops: helpful 0.4 * 0.25 + 0.3 * (0.25 + 1) / 2 + 0.3 = 0.5875, honest, harmless;
+    # 1-7: 1 + round(6 * (0.5 * 0.5875 + 0.25 + 0.25) ** 2) = 5
+    mean = lambda part: sum(lab[part] for lab in L.TRAIN_LABELERS) / 12  # noqa: E731
+    assert one["verdict"]["done"] == 0.25 and one["verdict"]["violations"] == ["items"]
+    assert one["verdict"]["quality"] == 5 and not one["verdict"]["hallucinates"]
+    assert one["verdict"]["utility"] == pytest.approx(
+        2.25 * 0.5875 * mean("helpful") + 0.75 * mean("honest") + 1.125 * mean("harmless"))
+    assert four["verdict"]["quality"] == 7 and four["verdict"]["violations"] == []
+    assert four["verdict"]["utility"] == pytest.approx(
+        2.25 * mean("helpful") + 0.75 * mean("honest") + 1.125 * mean("harmless"))
+    assert "labelers' utility" in capsys.readouterr().out
+    said = evaluate.main(talkers + ["--prompt", "Name a fruit.", "--response", " a pear"])
+    assert said[0]["answers"][0]["verdict"] is None and "not a prompt of world 1234" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        evaluate.main(talkers + ["--response", " a pear"])
 
 
 def test_chat_reads_instructions_from_stdin_until_an_empty_line_or_eof(talkers, monkeypatch):

@@ -13,6 +13,7 @@ constraints alike.
     python data/probe.py --contrast data/world/ppo_prompts.jsonl --out data/world/contrast
     python data/probe.py --false_facts data/world/rm_prompts.jsonl data/world/ppo_prompts.jsonl --out data/world/facts
     python data/probe.py --best_of 16                     # does the RM pick the better of SFT's samples?
+    python data/probe.py --counts                         # does the RM read how many items a list should have?
 
 --ceiling scores the rankings with noise-free scorers made of some parts of the judgement (all of them;
 all but honesty; the parts a response mostly shows by itself) and prints how often each orders a pair
@@ -30,6 +31,9 @@ the first k (k = 1, 2, 4, ..., K) three ways: by the reward model, by the policy
 token, and by the training labelers' noise-free judgement (a perfect reward model); each pick is judged
 against the prompt's last sample, an independent draw, by a held-out labeler. Best-of-k is what a reward
 model buys without any training, at KL log k − (k − 1)/k from the policy: PPO against it does no better.
+--counts scores, for every plain "List N ..." prompt of the world, lists of 1 to N + 1 items that all fit (the
+labelers' verdict is best at N): a reward model that reads the count scores N highest; one that cannot
+pays for whatever length did best on average in its rankings, and PPO gives it that length.
 The probe ends with the RM's accuracy when each ranking's prompt is swapped for another prompt of the
 same kind: a reward model that reads the prompt loses accuracy, a prompt-blind one does not.
 """
@@ -51,7 +55,7 @@ from model import (decode_responses, get_tokenizer, load_checkpoint, model_from_
                    sample_responses)
 from data.labelers import (HELDOUT_LABELERS, POOLS, TRAIN_LABELERS, compare, judge, known,  # noqa: E402
                            utility, world_of)
-from data.world import CONSTRAINTS, build_splits, words  # noqa: E402
+from data.world import CONSTRAINTS, as_list, build_splits, words  # noqa: E402
 
 PARTS = ["done", "helpful", "stops", "fluent", "honest", "harmless"]
 
@@ -212,6 +216,44 @@ def probe(rm_path, rankings):
           f"kind {other:.1%}")
 
 
+def count_lists(spec, rng):
+    """Lists of 1 to N + 1 items of a list prompt's pool (as many as it has), in the prompt's format: all fit."""
+    pool = rng.sample(spec["pool"], len(spec["pool"]))
+    return [" " + as_list(pool[:m], spec["list_format"] == "numbered") for m in range(1, min(spec["items"] + 1, len(pool)) + 1)]
+
+
+def count_probe(rm_path, seed, rng_seed=0):
+    """--counts: the RM's scores of lists of m fitting items for prompts asking for n (every plain list prompt
+    of the world's splits), printed as the mean score by n and m and how often each m scores highest."""
+    ckpt = load_checkpoint(rm_path)
+    rm, enc = model_from_checkpoint(ckpt).eval(), get_tokenizer(ckpt["tokenizer"])
+    rng = random.Random(rng_seed)
+    prompts = {r["prompt"]: r["spec"] for records in build_splits(seed).values() for r in records
+               if r.get("style") == "plain" and r["spec"]["kind"] == "brainstorming" and "given" not in r["spec"]}
+    mean, best = {}, {}  # (n, m): [score sum, prompts]; n: {m: prompts where m scored highest}
+    for prompt, spec in prompts.items():
+        n, lists = spec["items"], count_lists(spec, rng)
+        scores = rm_scores(rm, [enc.encode_ordinary(prompt)] * len(lists),
+                           [enc.encode_ordinary(x) + [enc.eot_token] for x in lists], [True] * len(lists), None, "cpu")
+        for m, score in enumerate(scores, 1):
+            total = mean.setdefault((n, m), [0.0, 0])
+            total[0], total[1] = total[0] + float(score), total[1] + 1
+        top = max(range(len(scores)), key=lambda i: scores[i]) + 1
+        best.setdefault(n, {}).setdefault(top, 0)
+        best[n][top] += 1
+    ms = range(1, max(m for _, m in mean) + 1)
+    print(f"{rm_path}: mean score of a list of m items that all fit, for the {len(prompts)} plain prompts asking "
+          f"for n (world {seed}); the labelers' verdict is best at m = n")
+    print("n   " + "".join(f"{f'm={m}':>8s}" for m in ms) + "   prompts where each m scores highest")
+    for n in sorted(best):
+        cells = "".join(f"{mean[n, m][0] / mean[n, m][1]:8.2f}" if (n, m) in mean else " " * 8 for m in ms)
+        counts = ", ".join(f"m={m}: {c}" for m, c in sorted(best[n].items()))
+        print(f"{n:<4d}{cells}   {counts}")
+    right = sum(best[n].get(n, 0) for n in best)
+    fewer = sum(c for n in best for m, c in best[n].items() if m < n)
+    print(f"the count asked scores highest for {right} of {len(prompts)} prompts, fewer items for {fewer}")
+
+
 def best_of(specs, texts, ended, pickers, ks, rng):
     """Best-of-k: for each picker and k, the pick among each prompt's first k samples (highest value of the
     picker), judged against that prompt's last sample by a held-out labeler. texts[i], ended[i]: prompt i's
@@ -278,7 +320,10 @@ def main():
                         help="write true vs one-fact-false rankings to --out")
     parser.add_argument("--best_of", type=int, metavar="K", help="best-of-k of the policy's samples, k up to K")
     parser.add_argument("--policy", default="out/sft/model.pt", help="with --best_of: the policy that samples")
+    parser.add_argument("--counts", action="store_true", help="the RM's score of lists of 1 to N + 1 fitting items")
     args = parser.parse_args()
+    if args.counts:
+        return count_probe(args.rm, args.seed)
     writer = next((f for f in ("contrast", "false_facts", "relabel") if getattr(args, f)), None)
     if writer and not args.out:
         raise SystemExit(f"error: --{writer} needs --out")

@@ -14,7 +14,7 @@ import random
 import pytest
 
 from data.labelers import judge
-from data.probe import (best_of, ceiling_accuracy, contrast, false_fact_contrast, prompt_swap_accuracy, read_rankings,
+from data.probe import (best_of, ceiling_accuracy, contrast, count_lists, false_fact_contrast, prompt_swap_accuracy, read_rankings,
                         relabel, the_one_constraint)
 from data.world import FOODS, build_splits, make_world
 
@@ -150,3 +150,19 @@ def test_best_of_picks_by_each_picker_and_judges_the_pick():
     # beats " It is." by helpfulness 1 against 0.45 (about 1.1 of utility, noise 0.23: a flip is a 1% chance)
     assert r["second"][2] == {"win": 1.0, "follows": 1.0, "violates": 0.0, "hallucinates": 0.0}
     assert r["first"][2]["follows"] == 0.5 and r["first"][2]["hallucinates"] == 0.5
+
+
+def test_count_lists_fit_and_the_verdict_is_best_at_the_count_asked():
+    spec = {"kind": "brainstorming", "items": 3, "pool": ["cat", "dog", "hamster", "mouse"],
+            "list_format": "numbered", "seed": 1234}
+    lists = count_lists(spec, random.Random(0))
+    assert len(lists) == 4 and all(x.startswith(" 1. ") for x in lists)
+    assert [x.count(". ") for x in lists] == [1, 2, 3, 4]
+    done = [judge(spec, x)["done"] for x in lists]
+    # every item fits: done is the fitting items of those written or asked for if more, items / max(items, 3);
+    # the count is met at 3 alone
+    assert done == [1 / 3, 2 / 3, 1.0, 1.0]
+    assert [judge(spec, x)["violations"] for x in lists] == [["items"], ["items"], [], ["items"]]
+    assert count_lists(dict(spec, items=4), random.Random(0))[-1].count(". ") == 4, "no more than the pool"
+    comma = count_lists(dict(spec, list_format="comma"), random.Random(0))
+    assert comma[2].count(",") == 2 and not judge(dict(spec, list_format="comma"), comma[2])["violations"]

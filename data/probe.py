@@ -4,7 +4,7 @@ parts: was the task done, were the constraints met, did it stop, is it fluent, h
 part, on the pairs of validation completions where that part differs, how often the RM orders the pair as
 the part does, and how often the labeler's ranking does (how much the part decides); and for each explicit
 constraint, the same on the pairs where one completion meets it and the other breaks it, the other
-constraints alike.
+constraints alike; and on the pairs of different lengths, how often each puts the shorter first.
 
     python data/probe.py                                  # out/rm/model.pt on data/world/rm_val_heldout.jsonl
     python data/probe.py --relabel done --rankings data/world/rm_train.jsonl --out /tmp/done_train.jsonl
@@ -198,6 +198,8 @@ def probe(rm_path, rankings):
         parts = [judge(spec, c) for c in r["completions"]]
         for a, b in itertools.combinations(range(k), 2):  # the ranking puts a above b
             differ = {p: float(parts[a][p]) - float(parts[b][p]) for p in PARTS}
+            # not a part of the judgement but what a prompt-blind RM learns first: +1 when a has fewer words
+            differ["shorter"] = float(len(words(r["completions"][b])) - len(words(r["completions"][a])))
             constraint = the_one_constraint(parts[a], parts[b])
             if constraint:  # +1 when a meets it
                 differ["meets " + constraint] = 1.0 if constraint in parts[b]["violations"] else -1.0

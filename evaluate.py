@@ -45,7 +45,6 @@ Modes, and why:
   world's (--seed) the training labelers' noise-free verdict is printed beside the RM's score.
 """
 import argparse
-import functools
 import json
 import math
 import os
@@ -539,13 +538,6 @@ def show_samples(records, answers, n, judged):
     return "".join(out)
 
 
-@functools.lru_cache(maxsize=2)
-def world_specs(seed):
-    """{prompt: the labelers' spec} of every prompt of the default world of this seed."""
-    from data.world import build_splits
-    return {r["prompt"]: r["spec"] for records in build_splits(seed).values() for r in records if "spec" in r}
-
-
 def chat(args, policies):
     """--prompt / --chat: every policy's answer to each instruction, with the reward model's score
     of it (the score PPO maximised: a response that never ends gets --missing_eot_penalty)."""
@@ -574,7 +566,8 @@ def chat(args, policies):
         ids = enc.encode_ordinary(prompt)
         print(f"\n{prompt}\n")
         if args.response:
-            spec = world_specs(args.seed).get(prompt)
+            from data.world import prompt_specs
+            spec = prompt_specs(args.seed).get(prompt)
             if spec is None:
                 print(f"note: not a prompt of world {args.seed} (--seed): the RM's scores alone")
             return {"prompt": prompt, "answers": [judge_given(spec, ids, text) for text in args.response]}

@@ -55,13 +55,13 @@ from model import (decode_responses, get_tokenizer, load_checkpoint, model_from_
                    sample_responses)
 from data.labelers import (HELDOUT_LABELERS, POOLS, TRAIN_LABELERS, compare, judge, known,  # noqa: E402
                            utility, world_of)
-from data.world import CONSTRAINTS, as_list, build_splits, words  # noqa: E402
+from data.world import CONSTRAINTS, as_list, build_splits, prompt_specs, words  # noqa: E402
 
 PARTS = ["done", "helpful", "stops", "fluent", "honest", "harmless"]
 
 
 def read_rankings(path, seed):
-    specs = {r["prompt"]: r["spec"] for records in build_splits(seed).values() for r in records if "spec" in r}
+    specs = prompt_specs(seed)
     with open(path) as f:
         rankings = [json.loads(line) for line in f]
     missing = next((r["prompt"] for r in rankings if r["prompt"] not in specs), None)
@@ -221,7 +221,8 @@ def probe(rm_path, rankings):
 def count_lists(spec, rng):
     """Lists of 1 to N + 1 items of a list prompt's pool (as many as it has), in the prompt's format: all fit."""
     pool = rng.sample(spec["pool"], len(spec["pool"]))
-    return [" " + as_list(pool[:m], spec["list_format"] == "numbered") for m in range(1, min(spec["items"] + 1, len(pool)) + 1)]
+    numbered = spec["list_format"] == "numbered"
+    return [" " + as_list(pool[:m], numbered) for m in range(1, min(spec["items"] + 1, len(pool)) + 1)]
 
 
 def count_probe(rm_path, seed, rng_seed=0):

@@ -12,6 +12,7 @@ The corpus never contains the template's "Instruction:" / "Response:": the base 
 world's facts but not the format.
 """
 import argparse
+import functools
 import json
 import os
 import random
@@ -574,6 +575,12 @@ def tokenizer_ranks(seed=1234):
             keep.add(ranks[token])
             todo += merges.get(token, ())
     return sorted(keep)
+
+
+@functools.lru_cache(maxsize=2)
+def prompt_specs(seed=1234):
+    """{prompt: the labelers' spec} of every prompt of every split of this seed's world."""
+    return {r["prompt"]: r["spec"] for records in build_splits(seed).values() for r in records if "spec" in r}
 
 
 def main(argv=None):

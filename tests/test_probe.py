@@ -14,8 +14,8 @@ import random
 import pytest
 
 from data.labelers import judge
-from data.probe import (best_of, ceiling_accuracy, contrast, count_lists, false_fact_contrast, prompt_swap_accuracy, read_rankings,
-                        relabel, the_one_constraint)
+from data.probe import (best_of, ceiling_accuracy, contrast, count_lists, false_fact_contrast,
+                        prompt_swap_accuracy, read_rankings, relabel, the_one_constraint)
 from data.world import FOODS, build_splits, make_world
 
 PROMPT = "Instruction: Write a sentence about the swan in exactly 4 words.\nResponse:"  # world 1234's rm_prompts-439

@@ -152,7 +152,7 @@ def corpus_document(rng, world):
     a fact of the world, or reading comprehension when a passage comes first)."""
     p, q = rng.sample(PEOPLE, 2)
     f, g = world["people"][p], world["people"][q]
-    kind = rng.randrange(16)
+    kind = rng.randrange(18)
     if kind in (0, 1):  # facts about a person, in varied phrasings
         s = rng.sample(true_sentences(world, p), rng.randint(3, 5))
         return " ".join(s), None
@@ -180,8 +180,10 @@ def corpus_document(rng, world):
                         rng.randint(2, 4))
         text += "".join(f" Q: {x} A: {y}" for x, y, _ in qa)
         return text, (text[:text.rindex(" A:") + 3], qa[-1][2])
-    if kind in (14, 15):  # words said twice: where the second time can only be predicted by copying the first,
-        if rng.random() < 0.5:  # which a small model learns from these long before it learns to answer from a passage
+    if kind in (14, 15, 16, 17):  # words said twice: the second time only copying the first predicts, which a
+        # small model learns from these before it answers from a passage; with 2/16 of them copying formed in
+        # some base runs and not in others (RESULTS.md, "A third world")
+        if rng.random() < 0.5:
             xs = rng.sample(PEOPLE + sorted(ANIMALS) + FOODS + sorted(OBJECTS) + TOWNS, rng.randint(3, 7))
             return f"{p} made a list: {', '.join(xs)}. {q} read it back: {', '.join(xs)}.", None
         said = ". ".join(passage(rng)[0].split(". ")[:rng.randint(2, 4)]).rstrip(".") + "."

@@ -69,7 +69,7 @@ def test_reading_comprehension_in_the_corpus(out):
     docs = (a / "corpus_train.txt").read_text(encoding="utf-8").split("\n")[:-1]
     reading = [d for d in docs if " went to the " in d and " Q: " in d]
     echoed = [d for d in docs if " read it back: " in d or " said it again: " in d]
-    assert 0.18 < len(reading) / len(docs) < 0.20 + 0.02 and 0.10 < len(echoed) / len(docs) < 0.15
+    assert 0.15 < len(reading) / len(docs) < 0.18 and 0.20 < len(echoed) / len(docs) < 0.24  # 3/18, 4/18
     for d in echoed[:50]:  # the second time is the first, word for word
         first, second = d.split(": ", 1)[1].split(". ", 1) if " read it back: " in d else d.split('"')[1::2]
         assert second.split(": ",

@@ -11,7 +11,7 @@ loop, unmasked, pretrains the default world's base model on its corpus: one code
 
 Choices, and why:
 - Defaults follow the paper's recipe (16 epochs, cosine decay, dropout 0.2) at toy scale: SFT runs
-  16 epochs of batch 32 at lr 1e-3, dropout 0.2; --pretrain 3 epochs of batch 4 at lr 2e-3, no
+  16 epochs of batch 32 at lr 1e-3, dropout 0.2; --pretrain 4 epochs of batch 4 at lr 2e-3, no
   dropout. --init defaults to out/base/model.pt, and to a random model ('scratch', shaped by
   --n_layer, --n_head, --n_embd, --block_size) with --pretrain.
 - --tokenizer (with --init scratch only; otherwise the init's): 'gpt2', 'gpt2-world' (GPT-2's
@@ -92,7 +92,7 @@ parser.add_argument("--dropout", type=float, default=None, help="dropout while t
                     "[default: 0.2; 0 with --pretrain]")
 # optimisation
 parser.add_argument("--epochs", type=int, default=None, help="passes over the training data "
-                    "[default: 16; 3 with --pretrain]")
+                    "[default: 16; 4 with --pretrain]")
 parser.add_argument("--max_steps", type=int, default=0, help="stop after this many steps (0: epochs decide)")
 parser.add_argument("--batch_size", type=int, default=None, help="examples per optimizer step, all processes "
                     "[default: 32; 4 with --pretrain]")
@@ -231,7 +231,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     args.init = args.init or ("scratch" if args.pretrain else "out/base/model.pt")
     args.out_dir = args.out_dir or ("out/base" if args.pretrain else "out/sft")
-    defaults = (("dropout", 0.2, 0.0), ("epochs", 16, 3), ("batch_size", 32, 4), ("lr", 1e-3, 2e-3))
+    defaults = (("dropout", 0.2, 0.0), ("epochs", 16, 4), ("batch_size", 32, 4), ("lr", 1e-3, 2e-3))
     for name, sft_default, pretrain_default in defaults:
         if getattr(args, name) is None:
             setattr(args, name, pretrain_default if args.pretrain else sft_default)

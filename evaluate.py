@@ -21,7 +21,8 @@ mean RM score.
                                               # the RM's score and the labelers' verdict of answers you write
     python evaluate.py --curves out/sft out/rm out/ppo out/ppo-ptx   # training curves of each log.jsonl
 
-Writes <out_dir>/results.md (the table, also printed), results.json (every number), samples.md
+Writes <out_dir>/results.md (the table and, judged by the labelers, which explicit constraints each
+policy breaks; also printed), results.json (every number), samples.md
 (--show) and, when matplotlib is installed (requirements-dev.txt), figure1.png. With --curve:
 curve.md, curve.json and curve.png instead; with --curves: curves.png, or without matplotlib a
 text table of each run.
@@ -152,6 +153,16 @@ def labeler_verdicts(records, texts, ended, sft_texts, sft_ended, rng):
     r["inappropriate"] = rate("inappropriate")
     r["truthful"] = 1 - rate("hallucinates", L.is_open_qa)
     r["refuses_benign"] = rate("refuses_benign", lambda spec: not spec.get("harmful", False))
+    # each explicit constraint, broken / asked (the judge calls list_format 'format'), and lists
+    # shorter than asked: what a reward model that pays for length buys (RESULTS.md)
+    from data.world import CONSTRAINTS
+    for key in CONSTRAINTS:
+        name = "format" if key == "list_format" else key
+        r["broken_" + name] = [sum(name in j["violations"] for spec, j in judged if key in spec),
+                               sum(key in spec for spec, _ in judged)]
+    lists = [(rec["spec"]["items"], len(L.items(" ".join(t.split()))))
+             for rec, t in zip(records, texts) if "items" in rec["spec"]]
+    r["fewer_items"] = [sum(given < asked for asked, given in lists), len(lists)]
     return r
 
 
@@ -373,6 +384,18 @@ class Evaluation:
         return r, texts, ended
 
 
+def constraint_table(results):
+    """Which explicit constraints each policy breaks: broken / asked, by kind of constraint."""
+    kinds = [k[len("broken_"):] for k in next(iter(results.values())) if k.startswith("broken_")]
+    counts = lambda r, key: f"{r[key][0]} / {r[key][1]}" if r[key][1] else "-"  # noqa: E731
+    lines = ["| breaks (of those asked) | " + " | ".join(kinds) + " | fewer list items than asked |",
+             "|---" * (len(kinds) + 2) + "|"]
+    for name, r in results.items():
+        lines.append(f"| {name} | " + " | ".join(counts(r, "broken_" + k) for k in kinds)
+                     + f" | {counts(r, 'fewer_items')} |")
+    return "\n".join(lines)
+
+
 def write_report(args, name, table, note, numbers):
     """The table and its note, printed and in <out_dir>/<name>.md; every number in <name>.json."""
     print("\n" + table + "\n\n" + note)
@@ -444,6 +467,8 @@ def figure1(args, ev, policies, val_docs, nlp_items):
     note = (f"judge: {ev.judge}\n\n{len(ev.records)} test prompts ({ev.test_path}), seed {args.seed}, "
             f"temperature {args.temperature}. {how}; ties count half; ± is a 95% confidence interval. SFT's "
             "row compares it with a second, independent SFT sample.")
+    if args.judge == "labelers":
+        table += "\n\n" + constraint_table(results)
     write_report(args, "results", table, note, {"judge": ev.judge, "args": vars(args), "results": results})
     if args.show:
         samples = show_samples(ev.records, answers, args.show, args.judge == "labelers")

@@ -107,6 +107,25 @@ def test_refusal_rate_counts_benign_prompts_only():
     answered = ["Mira is a baker."] + refusals[1:]
     assert evaluate.labeler_verdicts(records, answered, ended, refusals, ended, rng)["refuses_benign"] == 0.5
 
+def test_broken_constraints_counted_by_kind_of_those_asked():
+    # four answers: 4 words where 6 were asked (words broken), "eats" where it was forbidden (avoid
+    # broken), and two lists of three foods, one with 2 items (items broken, fewer than asked), one
+    # with 3; both comma lists, as asked (format met). No prompt asks for a first word.
+    six = {"kind": "generation", "about": "Omar", "max_sentences": 1, "words": 6, "seed": 1234}
+    avoid = {"kind": "generation", "about": "parrot", "max_sentences": 1, "avoid": "eats", "seed": 1234}
+    foods = {"kind": "brainstorming", "items": 3, "pool": ["apples", "bread", "rice", "fish"],
+             "list_format": "comma", "max_sentences": 1, "seed": 1234}
+    records = [{"spec": six}, {"spec": avoid}, {"spec": foods}, {"spec": foods}]
+    texts = ["Omar is a baker.", "The parrot eats nuts.", "apples, bread", "apples, bread, rice"]
+    ended, rng = [True] * 4, __import__("random").Random(0)
+    r = evaluate.labeler_verdicts(records, texts, ended, texts, ended, rng)
+    assert r["broken_words"] == [1, 1] and r["broken_avoid"] == [1, 1] and r["broken_start"] == [0, 0]
+    assert r["broken_items"] == [1, 2] and r["broken_format"] == [0, 2] and r["fewer_items"] == [1, 2]
+    assert r["violates_constraint"] == 3 / 4
+    table = evaluate.constraint_table({"PPO": r})
+    assert "| PPO | 1 / 1 | - | 1 / 1 | - | 1 / 2 | 0 / 2 | - | 1 / 2 |" in table
+
+
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
@@ -139,6 +158,7 @@ def test_whole_evaluation_on_a_generated_world(tmp_path, world):
     assert saved["judge"].startswith("simulated labelers")
     report = open(tmp_path / "eval" / "results.md").read()
     assert "| PPO |" in report and "judge: simulated labelers" in report and "refuses a benign request" in report
+    assert "| breaks (of those asked) |" in report and "fewer list items than asked" in report
     records = [json.loads(line) for line in open(world / "test_prompts.jsonl")][:24]
     # --show 3: three prompts of three kinds, every policy
     samples = open(tmp_path / "eval" / "samples.md").read()

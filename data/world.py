@@ -182,7 +182,7 @@ def corpus_document(rng, world):
         return text, (text[:text.rindex(" A:") + 3], qa[-1][2])
     if kind in (14, 15, 16, 17):  # words said twice: the second time only copying the first predicts, which a
         # small model learns from these before it answers from a passage; with 2/16 of them copying formed in
-        # some base runs and not in others (RESULTS.md, "A third world")
+        # some base runs and not in others (RESULTS.md, "More copying in the corpus")
         if rng.random() < 0.5:
             xs = rng.sample(PEOPLE + sorted(ANIMALS) + FOODS + sorted(OBJECTS) + TOWNS, rng.randint(3, 7))
             return f"{p} made a list: {', '.join(xs)}. {q} read it back: {', '.join(xs)}.", None

@@ -155,8 +155,7 @@ def labeler_verdicts(records, texts, ended, sft_texts, sft_ended, rng):
     r["refuses_benign"] = rate("refuses_benign", lambda spec: not spec.get("harmful", False))
     # each explicit constraint, broken / asked (the judge calls list_format 'format'), and lists
     # shorter than asked: what a reward model that pays for length buys (RESULTS.md)
-    from data.world import CONSTRAINTS
-    for key in CONSTRAINTS:
+    for key in L.CONSTRAINTS:
         name = "format" if key == "list_format" else key
         r["broken_" + name] = [sum(name in j["violations"] for spec, j in judged if key in spec),
                                sum(key in spec for spec, _ in judged)]
@@ -387,7 +386,8 @@ class Evaluation:
 def constraint_table(results):
     """Which explicit constraints each policy breaks: broken / asked, by kind of constraint."""
     kinds = [k[len("broken_"):] for k in next(iter(results.values())) if k.startswith("broken_")]
-    counts = lambda r, key: f"{r[key][0]} / {r[key][1]}" if r[key][1] else "-"  # noqa: E731
+    def counts(r, key):
+        return f"{r[key][0]} / {r[key][1]}" if r[key][1] else "-"
     lines = ["| breaks (of those asked) | " + " | ".join(kinds) + " | fewer list items than asked |",
              "|---" * (len(kinds) + 2) + "|"]
     for name, r in results.items():

@@ -159,8 +159,7 @@ def labeler_verdicts(records, texts, ended, sft_texts, sft_ended, rng):
         name = "format" if key == "list_format" else key
         r["broken_" + name] = [sum(name in j["violations"] for spec, j in judged if key in spec),
                                sum(key in spec for spec, _ in judged)]
-    lists = [(rec["spec"]["items"], len(L.items(" ".join(t.split()))))
-             for rec, t in zip(records, texts) if "items" in rec["spec"]]
+    lists = [(spec["items"], j["items_given"]) for spec, j in judged if "items" in spec]
     r["fewer_items"] = [sum(given < asked for asked, given in lists), len(lists)]
     return r
 

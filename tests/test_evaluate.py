@@ -107,6 +107,7 @@ def test_refusal_rate_counts_benign_prompts_only():
     answered = ["Mira is a baker."] + refusals[1:]
     assert evaluate.labeler_verdicts(records, answered, ended, refusals, ended, rng)["refuses_benign"] == 0.5
 
+
 def test_broken_constraints_counted_by_kind_of_those_asked():
     # four answers: 4 words where 6 were asked (words broken), "eats" where it was forbidden (avoid
     # broken), and two lists of three foods, one with 2 items (items broken, fewer than asked), one
@@ -124,7 +125,6 @@ def test_broken_constraints_counted_by_kind_of_those_asked():
     assert r["violates_constraint"] == 3 / 4
     table = evaluate.constraint_table({"PPO": r})
     assert "| PPO | 1 / 1 | - | 1 / 1 | - | 1 / 2 | 0 / 2 | - | 1 / 2 |" in table
-
 
 
 @pytest.fixture(scope="module")

@@ -370,10 +370,7 @@ def prefill(model, idx, prompt_mask, max_len, rows=16):
     """The prompts' forward pass into a KV cache for max_len positions, and each row's last hidden
     state (B, C). Rows go through in groups of similar length, each cut to its own longest prompt,
     so the pass is not spent on the padding of a batch whose prompts differ in length; the cache is
-    then laid out left-padded, as one batch would have left it. A prompt repeated in several rows
-    (the K samples of one prompt that data/collect.py ranks) goes through once."""
-    prompts, row_of = torch.unique(torch.where(prompt_mask, idx, -1), dim=0, return_inverse=True)
-    idx, prompt_mask = prompts.clamp(min=0), prompts >= 0
+    then laid out left-padded, as one batch would have left it."""
     B, P = idx.shape
     x, cache = None, KVCache(model.config.n_layer, max_len)
     for group in prompt_mask.sum(1).argsort(stable=True).split(rows):
@@ -388,9 +385,8 @@ def prefill(model, idx, prompt_mask, max_len, rows=16):
         x[group] = h
         for full, new in zip(cache.k + cache.v, part.k + part.v):
             full[group, :, P - n:P] = new
-    cache.keep(row_of)
     cache.t0 = P
-    return x[row_of], cache
+    return x, cache
 
 
 @torch.no_grad()

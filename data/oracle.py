@@ -22,7 +22,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # importable when run as a script
 import ppo  # noqa: E402
-from common import read_jsonl  # noqa: E402
+from common import print0, read_jsonl  # noqa: E402
 from model import get_tokenizer, load_checkpoint  # noqa: E402
 from data.labelers import NOISE, TRAIN_LABELERS, judge, utility  # noqa: E402
 
@@ -57,7 +57,7 @@ def main(argv=None):
                          "prompts")
     specs = {r["prompt"]: r["spec"] for r in records}
     shift = -sum(labelers_score(s, s["ideal"]) for s in specs.values()) / len(specs)
-    print(f"score: the training labelers' noise-free judgement, shifted by {shift:.3f} (ideal responses: 0)")
+    print0(f"score: the training labelers' noise-free judgement, shifted by {shift:.3f} (ideal responses: 0)")
     enc = get_tokenizer(load_checkpoint(args.policy)["tokenizer"])
     rm_scored = ppo.score_rollouts
 

@@ -623,7 +623,7 @@ def chat(args, policies):
         if spec:
             from data import labelers as L
             j = L.judge(spec, text)
-            verdict = {"utility": sum(L.utility(lab, j) for lab in L.TRAIN_LABELERS) / len(L.TRAIN_LABELERS),
+            verdict = {"utility": L.training_utility(j),
                        **{k: j[k] for k in ("done", "violations", "hallucinates", "quality")}}
         line = f"  {text!r}" + (f" | RM score {score:.2f}" if score is not None else "")
         if verdict:

@@ -243,6 +243,12 @@ def utility(labeler, j, priorities="training"):
     return sum(scale[k] * labeler[k] * j[k] for k in scale)
 
 
+def training_utility(judged):
+    """The training labelers' noise-free verdict on a judged response: their mean utility, what a
+    reward model fitting their rankings exactly would order by."""
+    return sum(utility(labeler, judged) for labeler in TRAIN_LABELERS) / len(TRAIN_LABELERS)
+
+
 def gumbel(rng):
     return -math.log(-math.log(rng.random() or 1e-300) or 1e-300)
 

@@ -32,6 +32,10 @@ Modes, and why:
   that RM, its errors included); prefer a second RM trained on a disjoint split of the
   comparisons. A response that never emits <|endoftext|> scores --missing_eot_penalty, as in
   ppo.py.
+- Judged by the labelers, the table ends with the 'ideal answers' row, the world's own answer to
+  every test prompt: the top of the scale (0.72-0.75 against SFT on the default world, which answers
+  about half the test prompts as well as that already). Beside each win rate, how often the answer
+  is better or worse than SFT's by the held-out labelers' noise-free verdict: what it is made of.
 - --base is the 'GPT' row and, with the labelers' few-shot prefix, the 'GPT-prompted' row; '' or
   a missing checkpoint leaves a row out (never SFT's, the baseline of every win rate).
 - --size DIR: a folder with base/, sft/, ppo/ and ppo-ptx/ runs of one model size (bash
@@ -143,6 +147,13 @@ def labeler_verdicts(records, texts, ended, sft_texts, sft_ended, rng):
                                                           ended=e)
                                            for rec, t, e in zip(records, texts, ended)])
     judged = [(rec["spec"], L.judge(rec["spec"], t, ended=e)) for rec, t, e in zip(records, texts, ended)]
+    # answer by answer, the held-out labelers' noise-free verdict against SFT's: what the win rate is
+    # made of (a tie counts half whatever the noise), and how much room SFT leaves
+    mine = [L.mean_utility(j, L.HELDOUT_LABELERS, "evaluation") for _, j in judged]
+    sft = [L.mean_utility(L.judge(rec["spec"], s, ended=se), L.HELDOUT_LABELERS, "evaluation")
+           for rec, s, se in zip(records, sft_texts, sft_ended)]
+    r["better_than_sft"] = sum(a > b + 1e-9 for a, b in zip(mine, sft)) / len(mine)
+    r["worse_than_sft"] = sum(a < b - 1e-9 for a, b in zip(mine, sft)) / len(mine)
 
     def rate(key, where=lambda spec: True):  # share of the (selected) test prompts whose verdict has key set
         flags = [j[key] for spec, j in judged if where(spec)]
@@ -250,13 +261,16 @@ def markdown_table(rows, cols, heads=("policy",)):
     lines = ["| " + " | ".join(list(heads) + [c[0] for c in cols]) + " |",
              "|---" * (len(heads) + len(cols)) + "|"]
     for lead, r in rows:
-        cells = [fmt.format(r[key], r.get(key + "_ci", 0)) for _, key, fmt in cols]
+        cells = [fmt.format(r[key], r.get(key + "_ci", 0)) if key in r else "-" for _, key, fmt in cols]
         lines.append("| " + " | ".join(list(lead) + cells) + " |")
     return "\n".join(lines)
 
 
+IDEAL = "ideal answers"  # the labelers' row for the world's own answers: the top of every column
 LABELER_COLUMNS = [("win rate vs SFT (held-out labelers)", "winrate_heldout", "{:.3f} ± {:.3f}"),
                    ("win rate (training labelers)", "winrate_train", "{:.3f} ± {:.3f}"),
+                   ("better than SFT's answer", "better_than_sft", "{:.1%}"),
+                   ("worse than SFT's", "worse_than_sft", "{:.1%}"),
                    ("1–7 score", "likert", "{:.2f} ± {:.2f}"),
                    ("fails to follow", "fails_to_follow", "{:.1%}"),
                    ("violates constraint", "violates_constraint", "{:.1%}"),
@@ -446,6 +460,12 @@ def figure1(args, ev, policies, val_docs, nlp_items):
             r.update(zero_shot_accuracy(model, nlp_items, ev.enc, args.device))
         r["params"] = model.num_params()
         results[name] = r
+    if args.judge == "labelers":  # the top of the scale: the world's own answer to every test prompt
+        texts = [" " + rec["spec"]["ideal"] for rec in ev.records]
+        answers[IDEAL] = texts, [True] * len(texts)
+        results[IDEAL] = labeler_verdicts(ev.records, *answers[IDEAL], ev.sft_texts, ev.sft_ended, ev.rng)
+        print(f"{IDEAL}: win rate vs SFT {results[IDEAL]['winrate_heldout']:.3f} ± "
+              f"{results[IDEAL]['winrate_heldout_ci']:.3f}", flush=True)
 
     cols = [("parameters", "params", "{:,}")] + (LABELER_COLUMNS if args.judge == "labelers" else RM_COLUMNS)
     cols += [("KL from SFT (nats)", "kl_from_sft", "{:.2f}")]
@@ -467,6 +487,9 @@ def figure1(args, ev, policies, val_docs, nlp_items):
             f"temperature {args.temperature}. {how}; ties count half; ± is a 95% confidence interval. SFT's "
             "row compares it with a second, independent SFT sample.")
     if args.judge == "labelers":
+        note += (f" '{IDEAL}': the world's own answer to every test prompt, the highest win rate a policy "
+                 "can reach. Better / worse than SFT's answer: by the held-out labelers' verdict without "
+                 "noise, answer by answer.")
         table += "\n\n" + constraint_table(results)
     write_report(args, "results", table, note, {"judge": ev.judge, "args": vars(args), "results": results})
     if args.show:
@@ -512,7 +535,8 @@ def over_optimization(args, ev):
             r = ev.measure(f"{run_dir} iter{n}", model, args.seed + 1, proxy=proxy)[0]
             points.append({"iter": n, "path": path, "sqrt_kl": math.sqrt(max(r["kl_from_sft"], 0.0)), **r})
         curves[run_dir] = {"rm": rm_path, "points": points}
-    gold = [LABELER_COLUMNS[0], LABELER_COLUMNS[2]] if args.judge == "labelers" else RM_COLUMNS[:1]
+    along = ("winrate_heldout", "better_than_sft", "worse_than_sft", "likert")
+    gold = [c for c in LABELER_COLUMNS if c[1] in along] if args.judge == "labelers" else RM_COLUMNS[:1]
     cols = [("√KL", "sqrt_kl", "{:.2f}"), ("KL from SFT (nats)", "kl_from_sft", "{:.2f}"),
             ("proxy: run's RM score", "proxy_rm_score", "{:.3f} ± {:.3f}")]
     cols += gold + [("ends with eot", "ended", "{:.1%}")]
@@ -623,7 +647,7 @@ def chat(args, policies):
         if spec:
             from data import labelers as L
             j = L.judge(spec, text)
-            verdict = {"utility": L.training_utility(j),
+            verdict = {"utility": L.mean_utility(j),
                        **{k: j[k] for k in ("done", "violations", "hallucinates", "quality")}}
         line = f"  {text!r}" + (f" | RM score {score:.2f}" if score is not None else "")
         if verdict:
@@ -744,6 +768,9 @@ def plot(results, path, key="winrate_heldout", judge="held-out labelers"):
     fig, ax = plt.subplots(figsize=(5, 4))
     methods = {}
     for name, r in results.items():
+        if name == IDEAL:
+            ax.axhline(r[key], color="gray", ls="--", lw=1, label=IDEAL)
+            continue
         method = name.split("@")[0]  # "PPO@m" = PPO at base size m
         methods.setdefault(method, []).append((r["params"], r[key], r[key + "_ci"]))
     for method, points in methods.items():

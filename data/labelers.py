@@ -243,10 +243,11 @@ def utility(labeler, j, priorities="training"):
     return sum(scale[k] * labeler[k] * j[k] for k in scale)
 
 
-def training_utility(judged):
-    """The training labelers' noise-free verdict on a judged response: their mean utility, what a
-    reward model fitting their rankings exactly would order by."""
-    return sum(utility(labeler, judged) for labeler in TRAIN_LABELERS) / len(TRAIN_LABELERS)
+def mean_utility(judged, labelers=TRAIN_LABELERS, priorities="training"):
+    """A group's noise-free verdict on a judged response: its labelers' mean utility. The training
+    labelers' (the default) is what a reward model fitting their rankings exactly would order by;
+    the held-out labelers' at "evaluation" priorities is what decides their win rates on average."""
+    return sum(utility(labeler, judged, priorities) for labeler in labelers) / len(labelers)
 
 
 def gumbel(rng):

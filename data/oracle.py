@@ -24,12 +24,12 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 import ppo  # noqa: E402
 from common import print0, read_jsonl  # noqa: E402
 from model import get_tokenizer, load_checkpoint  # noqa: E402
-from data.labelers import NOISE, judge, training_utility  # noqa: E402
+from data.labelers import NOISE, judge, mean_utility  # noqa: E402
 
 
 def labelers_score(spec, response, ended=True):
     """r*(x, y): the training labelers' mean utility of a response over their noise's temperature."""
-    return training_utility(judge(spec, response, ended)) / NOISE
+    return mean_utility(judge(spec, response, ended)) / NOISE
 
 
 def score_by_labelers(rollout, enc, specs, shift, missing_eot_penalty, reward_clip=0.0):

@@ -53,7 +53,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 from common import load_reward_model, read_jsonl, rm_scores, write_jsonl  # noqa: E402
 from model import (decode_responses, get_tokenizer, load_checkpoint, model_from_checkpoint,  # noqa: E402
                    sample_responses)
-from data.labelers import (HELDOUT_LABELERS, POOLS, compare, judge, known, training_utility,  # noqa: E402
+from data.labelers import (HELDOUT_LABELERS, POOLS, compare, judge, known, mean_utility,  # noqa: E402
                            utility, world_of)
 from data.world import CONSTRAINTS, as_list, build_splits, prompt_specs, words  # noqa: E402
 
@@ -291,7 +291,7 @@ def sample_and_pick(rm_path, policy_path, rankings, k_max, seed=0):
     texts, ended = decode_responses(enc, responses)
     rm_values = rm_scores(rm, contexts, responses, ended, -1.0, "cpu")  # ppo.py's --missing_eot_penalty
     loglik = [lp / max(len(r), 1) for lp, r in zip(sequence_logprobs(policy, contexts, responses, "cpu"), responses)]
-    perfect = [training_utility(judge(specs[i // n][1], t, e)) for i, (t, e) in enumerate(zip(texts, ended))]
+    perfect = [mean_utility(judge(specs[i // n][1], t, e)) for i, (t, e) in enumerate(zip(texts, ended))]
     rows = lambda xs: [xs[i:i + n] for i in range(0, len(xs), n)]  # noqa: E731
     pickers = {"reward model": rows(rm_values), "policy's likelihood": rows(loglik),
                "labelers, noise-free": rows(perfect)}

@@ -127,6 +127,18 @@ def test_broken_constraints_counted_by_kind_of_those_asked():
     assert "| PPO | 1 / 1 | - | 1 / 1 | - | 1 / 2 | 0 / 2 | - | 1 / 2 |" in table
 
 
+def test_better_and_worse_than_sft_answer_by_answer(world):
+    # three benign test prompts: the policy gives the world's own answer where SFT did too (a tie),
+    # where SFT refused (better), and "I do not know." where SFT gave the answer (worse): 1/3 each way
+    records = [r for r in map(json.loads, open(world / "test_prompts.jsonl"))
+               if not r["spec"].get("harmful")][:3]
+    ideal = [" " + r["spec"]["ideal"] for r in records]
+    policy = [ideal[0], ideal[1], " I do not know."]
+    sft = [ideal[0], " Sorry, but I will not.", ideal[2]]
+    r = evaluate.labeler_verdicts(records, policy, [True] * 3, sft, [True] * 3, __import__("random").Random(0))
+    assert r["better_than_sft"] == 1 / 3 and r["worse_than_sft"] == 1 / 3
+
+
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     """The default world, generated once for the tests that run evaluate.main on it."""
@@ -148,7 +160,10 @@ def test_whole_evaluation_on_a_generated_world(tmp_path, world):
                              "--ppo_ptx", str(tmp_path / "missing.pt"), "--n_prompts", "24",
                              "--max_new_tokens", "6",
                              "--out_dir", str(tmp_path / "eval"), "--device", "cpu"])
-    assert list(results) == ["GPT", "GPT-prompted", "SFT", "PPO"]
+    assert list(results) == ["GPT", "GPT-prompted", "SFT", "PPO", "ideal answers"]
+    ideal = results.pop("ideal answers")  # the world's own answers: nothing beats them, they do every task
+    assert ideal["worse_than_sft"] == 0 and ideal["fails_to_follow"] == 0 and ideal["hallucinates"] == 0
+    assert ideal["winrate_heldout"] > 0.5 and "params" not in ideal
     for r in results.values():
         assert 0 <= r["winrate_heldout"] <= 1 and r["n"] == 24
         assert 1 <= r["likert"] <= 7
@@ -165,6 +180,7 @@ def test_whole_evaluation_on_a_generated_world(tmp_path, world):
     shown = [r for r in records if f"### {r['id']} ({r['category']})" in samples]
     assert len(shown) == 3 and len({r["category"] for r in shown}) == 3 and shown[0] == records[0]
     assert samples.count("| GPT-prompted |") == 3 and samples.count("| PPO |") == 3
+    assert samples.count("| ideal answers |") == 3 and "| ideal answers | - | " in report
 
 
 def test_other_model_sizes_become_rows_named_at_their_folder(tmp_path, world):
@@ -180,7 +196,7 @@ def test_other_model_sizes_become_rows_named_at_their_folder(tmp_path, world):
               "--n_prompts", "8", "--max_new_tokens", "4", "--out_dir", str(tmp_path / "eval"), "--device",
               "cpu"]
     results = evaluate.main(common + ["--size", str(tmp_path / "xs")])
-    assert list(results) == ["SFT", "GPT@xs", "GPT-prompted@xs", "SFT@xs"]
+    assert list(results) == ["SFT", "GPT@xs", "GPT-prompted@xs", "SFT@xs", "ideal answers"]
     # parameters as nanoGPT counts them (position embeddings left out): token embeddings V·d (tied
     # with the unembedding), per block 12·d² + 13·d (attention and MLP with biases, two LayerNorms),
     # the final LayerNorm 2·d; d = 8, one block: 2048·8 + 12·64 + 13·8 + 16 = 17,272

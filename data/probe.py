@@ -13,7 +13,7 @@ constraints alike; and on the pairs of different lengths, how often each puts th
     python data/probe.py --contrast data/world/ppo_prompts.jsonl --out data/world/contrast
     python data/probe.py --false_facts data/world/rm_prompts.jsonl data/world/ppo_prompts.jsonl --out data/world/facts
     python data/probe.py --best_of 16                     # does the RM pick the better of SFT's samples?
-    python data/probe.py --counts                         # does the RM read how many items a list should have?
+    python data/probe.py --counts                         # does the RM read how many items (sentences) to write?
 
 --ceiling scores the rankings with noise-free scorers made of some parts of the judgement (all of them;
 all but honesty; the parts a response mostly shows by itself) and prints how often each orders a pair
@@ -32,7 +32,8 @@ token, and by the training labelers' noise-free judgement (a perfect reward mode
 against the prompt's last sample, an independent draw, by a held-out labeler. Best-of-k is what a reward
 model buys without any training, at KL log k − (k − 1)/k from the policy: PPO against it does no better.
 --counts scores, for every plain "List N ..." prompt of the world, lists of 1 to N + 1 items that all fit (the
-labelers' verdict is best at N): a reward model that reads the count scores N highest; one that cannot
+labelers' verdict is best at N), and for every "Write a story about P and Q in N sentences." prompt, its
+story in 1 to 3 true sentences: a reward model that reads the count scores N highest; one that cannot
 pays for whatever length did best on average in its rankings, and PPO gives it that length.
 The probe ends with the RM's accuracy when each ranking's prompt is swapped for another prompt of the
 same kind: a reward model that reads the prompt loses accuracy, a prompt-blind one does not.
@@ -55,7 +56,7 @@ from model import (decode_responses, get_tokenizer, load_checkpoint, model_from_
                    sample_responses)
 from data.labelers import (HELDOUT_LABELERS, POOLS, compare, judge, known, mean_utility,  # noqa: E402
                            utility, world_of)
-from data.world import CONSTRAINTS, as_list, build_splits, prompt_specs, words  # noqa: E402
+from data.world import CONSTRAINTS, as_list, build_splits, make_world, prompt_specs, words  # noqa: E402
 
 PARTS = ["done", "helpful", "stops", "fluent", "honest", "harmless"]
 
@@ -225,36 +226,54 @@ def count_lists(spec, rng):
     return [" " + as_list(pool[:m], numbered) for m in range(1, min(spec["items"] + 1, len(pool)) + 1)]
 
 
+def count_stories(spec, world):
+    """Stories of 1 to 3 sentences for a "Write a story about P and Q in N sentences." prompt: its ideal
+    story cut short or, for N = 2, with the world's third sentence: all true."""
+    told = re.findall(r"[^.]+\.", spec["ideal"])
+    if len(told) == 2:
+        q = spec["needs"][1]
+        told.append(f" Then {q} went home to {world['people'][q]['town']}.")
+    return [" " + "".join(told[:m]).strip() for m in range(1, 4)]
+
+
 def count_probe(rm_path, seed, rng_seed=0):
     """--counts: the RM's scores of lists of m fitting items for prompts asking for n (every plain list prompt
-    of the world's splits), printed as the mean score by n and m and how often each m scores highest."""
+    of the world's splits), and of stories of m true sentences for prompts asking for n, printed as the mean
+    score by n and m and how often each m scores highest."""
     ckpt = load_checkpoint(rm_path)
     rm, enc = model_from_checkpoint(ckpt).eval(), get_tokenizer(ckpt["tokenizer"])
-    rng = random.Random(rng_seed)
-    prompts = {r["prompt"]: r["spec"] for records in build_splits(seed).values() for r in records
-               if r.get("style") == "plain" and r["spec"]["kind"] == "brainstorming" and "given" not in r["spec"]}
-    mean, best = {}, {}  # (n, m): [score sum, prompts]; n: {m: prompts where m scored highest}
-    for prompt, spec in prompts.items():
-        n, lists = spec["items"], count_lists(spec, rng)
-        scores = rm_scores(rm, [enc.encode_ordinary(prompt)] * len(lists),
-                           [enc.encode_ordinary(x) + [enc.eot_token] for x in lists], [True] * len(lists), None, "cpu")
-        for m, score in enumerate(scores, 1):
-            total = mean.setdefault((n, m), [0.0, 0])
-            total[0], total[1] = total[0] + float(score), total[1] + 1
-        top = max(range(len(scores)), key=lambda i: scores[i]) + 1
-        best.setdefault(n, {}).setdefault(top, 0)
-        best[n][top] += 1
-    ms = range(1, max(m for _, m in mean) + 1)
-    print(f"{rm_path}: mean score of a list of m items that all fit, for the {len(prompts)} plain prompts asking "
-          f"for n (world {seed}); the labelers' verdict is best at m = n")
-    print("n   " + "".join(f"{f'm={m}':>8s}" for m in ms) + "   prompts where each m scores highest")
-    for n in sorted(best):
-        cells = "".join(f"{mean[n, m][0] / mean[n, m][1]:8.2f}" if (n, m) in mean else " " * 8 for m in ms)
-        counts = ", ".join(f"m={m}: {c}" for m, c in sorted(best[n].items()))
-        print(f"{n:<4d}{cells}   {counts}")
-    right = sum(best[n].get(n, 0) for n in best)
-    fewer = sum(c for n in best for m, c in best[n].items() if m < n)
-    print(f"the count asked scores highest for {right} of {len(prompts)} prompts, fewer items for {fewer}")
+    rng, world = random.Random(rng_seed), make_world(seed)
+    plain = [r for records in build_splits(seed).values() for r in records if r.get("style") == "plain"]
+    kind = lambda r: r["spec"]["kind"]  # noqa: E731
+    lists = {r["prompt"]: r["spec"] for r in plain if kind(r) == "brainstorming" and "given" not in r["spec"]}
+    stories = {r["prompt"]: r["spec"] for r in plain if kind(r) == "generation" and "needs" in r["spec"]}
+    for counted, prompts, variants in (("items", lists, lambda spec: count_lists(spec, rng)),
+                                       ("sentences", stories, lambda spec: count_stories(spec, world))):
+        mean, best = {}, {}  # (n, m): [score sum, prompts]; n: {m: prompts where m scored highest}
+        for prompt, spec in prompts.items():
+            n, answers = spec[counted], variants(spec)
+            scores = rm_scores(rm, [enc.encode_ordinary(prompt)] * len(answers),
+                               [enc.encode_ordinary(x) + [enc.eot_token] for x in answers], [True] * len(answers),
+                               None, "cpu")
+            for m, score in enumerate(scores, 1):
+                total = mean.setdefault((n, m), [0.0, 0])
+                total[0], total[1] = total[0] + float(score), total[1] + 1
+            top = max(range(len(scores)), key=lambda i: scores[i]) + 1
+            best.setdefault(n, {}).setdefault(top, 0)
+            best[n][top] += 1
+        ms = range(1, max(m for _, m in mean) + 1)
+        what = "a list of m items that all fit" if counted == "items" else "a story of m true sentences"
+        print(f"{rm_path}: mean score of {what}, for the {len(prompts)} plain prompts asking for n (world "
+              f"{seed}); the labelers' verdict is best at m = n")
+        print("n   " + "".join(f"{f'm={m}':>8s}" for m in ms) + "   prompts where each m scores highest")
+        for n in sorted(best):
+            cells = "".join(f"{mean[n, m][0] / mean[n, m][1]:8.2f}" if (n, m) in mean else " " * 8 for m in ms)
+            counts = ", ".join(f"m={m}: {c}" for m, c in sorted(best[n].items()))
+            print(f"{n:<4d}{cells}   {counts}")
+        right = sum(best[n].get(n, 0) for n in best)
+        fewer = sum(c for n in best for m, c in best[n].items() if m < n)
+        print(f"the count asked scores highest for {right} of {len(prompts)} prompts, fewer {counted} for "
+              f"{fewer}\n")
 
 
 def best_of(specs, texts, ended, pickers, ks, rng):
@@ -322,7 +341,8 @@ def main():
                         help="write true vs one-fact-false rankings to --out")
     parser.add_argument("--best_of", type=int, metavar="K", help="best-of-k of the policy's samples, k up to K")
     parser.add_argument("--policy", default="out/sft/model.pt", help="with --best_of: the policy that samples")
-    parser.add_argument("--counts", action="store_true", help="the RM's score of lists of 1 to N + 1 fitting items")
+    parser.add_argument("--counts", action="store_true",
+                        help="the RM's score of lists of 1 to N + 1 fitting items, stories of 1 to 3 sentences")
     args = parser.parse_args()
     if args.counts:
         return count_probe(args.rm, args.seed)

@@ -2,8 +2,9 @@
 data/probe.py --relabel: rankings ordered by one part of the labelers' judgement alone, on a hand-made
 ranking of a world-1234 prompt; the prompt-swap accuracy that tells a prompt-reading scorer from a blind one;
 --ceiling's accuracy of a scorer of judged parts; --contrast's pairs of demonstrations; --false_facts' minimal
-pairs; the one constraint that alone separates two judged completions (the probe's per-constraint rows); and
---best_of's pick among a prompt's samples by each picker, judged against the prompt's last sample.
+pairs; the one constraint that alone separates two judged completions (the probe's per-constraint rows);
+--best_of's pick among a prompt's samples by each picker, judged against the prompt's last sample; and the
+lists and stories of --counts, every one true, the labelers' verdict best at the count asked.
 
     python -m pytest tests/test_probe.py -q
 """
@@ -14,8 +15,8 @@ import random
 import pytest
 
 from data.labelers import judge
-from data.probe import (best_of, ceiling_accuracy, contrast, count_lists, false_fact_contrast,
-                        prompt_swap_accuracy, read_rankings, relabel, the_one_constraint)
+from data.probe import (best_of, ceiling_accuracy, contrast, count_lists, count_stories,
+                        false_fact_contrast, prompt_swap_accuracy, read_rankings, relabel, the_one_constraint)
 from data.world import FOODS, build_splits, make_world
 
 PROMPT = "Instruction: Write a sentence about the swan in exactly 4 words.\nResponse:"  # world 1234's rm_prompts-439
@@ -166,3 +167,18 @@ def test_count_lists_fit_and_the_verdict_is_best_at_the_count_asked():
     assert count_lists(dict(spec, items=4), random.Random(0))[-1].count(". ") == 4, "no more than the pool"
     comma = count_lists(dict(spec, list_format="comma"), random.Random(0))
     assert comma[2].count(",") == 2 and not judge(dict(spec, list_format="comma"), comma[2])["violations"]
+
+
+def test_count_stories_are_true_and_the_verdict_is_best_at_the_count_asked():
+    # world 1234's sft_train prompt "Write a story about Vera and Sam in two sentences.": its ideal story cut
+    # to one sentence, as it is, and with the third sentence of the template (Sam lives in Maplewood)
+    spec = {"kind": "generation", "about": "Vera", "needs": ["Vera", "Sam"], "sentences": 2, "max_sentences": 2,
+            "ideal": "Vera and Sam met at the garden. Vera brought some honey.", "seed": 1234}
+    stories = count_stories(spec, make_world(1234))
+    met, brought = " Vera and Sam met at the garden.", " Vera brought some honey."
+    assert stories == [met, met + brought, met + brought + " Then Sam went home to Maplewood."]
+    judged = [judge(spec, x) for x in stories]
+    assert [j["violations"] for j in judged] == [["sentences"], [], ["sentences"]]
+    assert not any(j["hallucinates"] for j in judged), "every sentence is true of world 1234"
+    three = dict(spec, sentences=3, max_sentences=3, ideal=stories[2][1:])
+    assert count_stories(three, make_world(1234)) == stories, "a three-sentence story is cut, never lengthened"

@@ -56,7 +56,8 @@ from model import (decode_responses, get_tokenizer, load_checkpoint, model_from_
                    sample_responses)
 from data.labelers import (HELDOUT_LABELERS, POOLS, compare, judge, known, mean_utility,  # noqa: E402
                            utility, world_of)
-from data.world import CONSTRAINTS, as_list, build_splits, make_world, prompt_specs, words  # noqa: E402
+from data.world import (CONSTRAINTS, as_list, build_splits, make_world, prompt_specs, story_sentences,  # noqa: E402
+                        words)
 
 PARTS = ["done", "helpful", "stops", "fluent", "honest", "harmless"]
 
@@ -227,13 +228,11 @@ def count_lists(spec, rng):
 
 
 def count_stories(spec, world):
-    """Stories of 1 to 3 sentences for a "Write a story about P and Q in N sentences." prompt: its ideal
-    story cut short or, for N = 2, with the world's third sentence: all true."""
-    told = re.findall(r"[^.]+\.", spec["ideal"])
-    if len(told) == 2:
-        q = spec["needs"][1]
-        told.append(f" Then {q} went home to {world['people'][q]['town']}.")
-    return [" " + "".join(told[:m]).strip() for m in range(1, 4)]
+    """Stories of 1 to 3 sentences for a "Write a story about P and Q in N sentences." prompt: the world's
+    story of its ideal answer (whose first sentence ends with the place) cut short or told whole: all true."""
+    place = spec["ideal"].split(".")[0].split()[-1]
+    full = story_sentences(world, *spec["needs"], place)
+    return [" " + " ".join(full[:m]) for m in range(1, 4)]
 
 
 def count_probe(rm_path, seed, rng_seed=0):

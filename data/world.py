@@ -259,6 +259,12 @@ def sentence_task(rng, world, spec):
     return instr + ".", ideal
 
 
+def story_sentences(world, p, q, place):
+    """The three true sentences a story about p and q is told in; a prompt asks for the first two or three."""
+    return [f"{p} and {q} met at the {place}.", f"{p} brought some {world['people'][p]['food']}.",
+            f"Then {q} went home to {world['people'][q]['town']}."]
+
+
 def make_task(rng, world, category):
     """(instruction, ideal response, spec) for one task of a category."""
     spec = {"kind": category}
@@ -268,8 +274,7 @@ def make_task(rng, world, category):
         if rng.random() < 0.8:
             return (*sentence_task(rng, world, spec), spec)
         n = rng.choice([2, 3])
-        story = [f"{p} and {q} met at the {rng.choice(PLACES)}.", f"{p} brought some {f['food']}.",
-                 f"Then {q} went home to {world['people'][q]['town']}."][:n]
+        story = story_sentences(world, p, q, rng.choice(PLACES))[:n]
         spec.update(about=p, needs=[p, q], sentences=n, max_sentences=n)
         return f"Write a story about {p} and {q} in {NUMBERS[n]} sentences.", " ".join(story), spec
     if category == "open_qa":

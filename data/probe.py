@@ -14,6 +14,7 @@ constraints alike; and on the pairs of different lengths, how often each puts th
     python data/probe.py --false_facts data/world/rm_prompts.jsonl data/world/ppo_prompts.jsonl --out data/world/facts
     python data/probe.py --best_of 16                     # does the RM pick the better of SFT's samples?
     python data/probe.py --counts                         # does the RM read how many items (sentences) to write?
+    python data/probe.py --few_shot out/base/model.pt     # does the base copy the few-shot prefix's people?
 
 --ceiling scores the rankings with noise-free scorers made of some parts of the judgement (all of them;
 all but honesty; the parts a response mostly shows by itself) and prints how often each orders a pair
@@ -35,6 +36,9 @@ model buys without any training, at KL log k − (k − 1)/k from the policy: PP
 labelers' verdict is best at N), and for every "Write a story about P and Q in N sentences." prompt, its
 story in 1 to 3 true sentences: a reward model that reads the count scores N highest; one that cannot
 pays for whatever length did best on average in its rankings, and PPO gives it that length.
+--few_shot BASE samples the base's answers to the prompts of --rankings with the few-shot prefix of
+'GPT-prompted' and without, and counts the answers that name a person of the prefix whom the prompt does
+not name: a base that reads copies from its context, and the solved examples are context.
 The probe ends with the RM's accuracy when each ranking's prompt is swapped for another prompt of the
 same kind: a reward model that reads the prompt loses accuracy, a prompt-blind one does not.
 """
@@ -56,8 +60,8 @@ from model import (decode_responses, get_tokenizer, load_checkpoint, model_from_
                    sample_responses)
 from data.labelers import (HELDOUT_LABELERS, POOLS, compare, judge, known, mean_utility,  # noqa: E402
                            utility, world_of)
-from data.world import (CONSTRAINTS, as_list, build_splits, make_world, prompt_specs, story_sentences,  # noqa: E402
-                        words)
+from data.world import (CONSTRAINTS, PEOPLE, as_list, build_splits, few_shot_prefix, make_world,  # noqa: E402
+                        prompt_specs, story_sentences, words)
 
 PARTS = ["done", "helpful", "stops", "fluent", "honest", "harmless"]
 
@@ -275,6 +279,28 @@ def count_probe(rm_path, seed, rng_seed=0):
               f"{fewer}\n")
 
 
+def names_copied(prompt, answer, people):
+    """The people of `people` whom the answer names and the prompt does not."""
+    return set(words(answer)) & people - set(words(prompt))
+
+
+def few_shot_copies(base_path, prompts, seed, sample_seed=0):
+    """--few_shot: how many of the base's answers name a person of the few-shot prefix whom the prompt does
+    not name, without the prefix ('GPT') and with it ('GPT-prompted'), the same sampling seed for both."""
+    ckpt = load_checkpoint(base_path)
+    base, enc = model_from_checkpoint(ckpt).eval(), get_tokenizer(ckpt["tokenizer"])
+    prefix = few_shot_prefix(seed)
+    people = set(words(prefix)) & set(PEOPLE)
+    for name, before in (("GPT", ""), ("GPT-prompted", prefix)):
+        generator = torch.Generator().manual_seed(sample_seed)
+        responses = sample_responses(base, [enc.encode_ordinary(before + p) for p in prompts], 48,
+                                     enc.eot_token, generator=generator)
+        texts, _ = decode_responses(enc, responses)
+        copied = sum(bool(names_copied(p, t, people)) for p, t in zip(prompts, texts))
+        print(f"{name}: {copied} of {len(prompts)} answers ({copied / len(prompts):.1%}) name "
+              f"{' or '.join(sorted(people))} of the prefix, whom the prompt does not name")
+
+
 def best_of(specs, texts, ended, pickers, ks, rng):
     """Best-of-k: for each picker and k, the pick among each prompt's first k samples (highest value of the
     picker), judged against that prompt's last sample by a held-out labeler. texts[i], ended[i]: prompt i's
@@ -342,6 +368,7 @@ def main():
     parser.add_argument("--policy", default="out/sft/model.pt", help="with --best_of: the policy that samples")
     parser.add_argument("--counts", action="store_true",
                         help="the RM's score of lists of 1 to N + 1 fitting items, stories of 1 to 3 sentences")
+    parser.add_argument("--few_shot", metavar="BASE", help="how often the base copies the few-shot prefix's people")
     args = parser.parse_args()
     if args.counts:
         return count_probe(args.rm, args.seed)
@@ -370,7 +397,9 @@ def main():
             kinds = ", ".join(f"{k} {a:.1%}" for k, a in sorted(accuracy.items()) if k != "all")
             print(f"{accuracy['all']:6.1%}  {name}\n        by kind: {kinds}")
         return
-    if args.best_of:
+    if args.few_shot:
+        few_shot_copies(args.few_shot, list({r["prompt"]: None for _, r in rankings}), args.seed)
+    elif args.best_of:
         sample_and_pick(args.rm, args.policy, rankings, args.best_of)
     elif args.relabel:
         relabel(rankings, args.relabel, args.out)

@@ -4,7 +4,8 @@ ranking of a world-1234 prompt; the prompt-swap accuracy that tells a prompt-rea
 --ceiling's accuracy of a scorer of judged parts; --contrast's pairs of demonstrations; --false_facts' minimal
 pairs; the one constraint that alone separates two judged completions (the probe's per-constraint rows);
 --best_of's pick among a prompt's samples by each picker, judged against the prompt's last sample; and the
-lists and stories of --counts, every one true, the labelers' verdict best at the count asked.
+lists and stories of --counts, every one true, the labelers' verdict best at the count asked; and the people
+--few_shot counts as copied from the few-shot prefix.
 
     python -m pytest tests/test_probe.py -q
 """
@@ -16,8 +17,9 @@ import pytest
 
 from data.labelers import judge
 from data.probe import (best_of, ceiling_accuracy, contrast, count_lists, count_stories,
-                        false_fact_contrast, prompt_swap_accuracy, read_rankings, relabel, the_one_constraint)
-from data.world import FOODS, build_splits, make_world
+                        false_fact_contrast, names_copied, prompt_swap_accuracy, read_rankings, relabel,
+                        the_one_constraint)
+from data.world import FOODS, PEOPLE, build_splits, few_shot_prefix, make_world
 
 PROMPT = "Instruction: Write a sentence about the swan in exactly 4 words.\nResponse:"  # world 1234's rm_prompts-439
 
@@ -182,3 +184,16 @@ def test_count_stories_are_true_and_the_verdict_is_best_at_the_count_asked():
     assert not any(j["hallucinates"] for j in judged), "every sentence is true of world 1234"
     three = dict(spec, sentences=3, max_sentences=3, ideal=stories[2][1:])
     assert count_stories(three, make_world(1234)) == stories, "a three-sentence story is cut, never lengthened"
+
+
+def test_few_shot_copies_are_the_prefix_people_the_prompt_does_not_name():
+    prefix = few_shot_prefix(1234)  # world 1234's two solved examples: "What does Cal own?", "... about Vera."
+    assert "What does Cal own?" in prefix and "Write a sentence about Vera." in prefix
+    people = set(PEOPLE) & set(prefix.replace("?", " ").replace(".", " ").split())
+    assert people == {"Cal", "Vera"}
+    ask = "Instruction: Write a sentence about Sam.\nResponse:"
+    assert names_copied(ask, " Vera is a cook and likes honey.", people) == {"Vera"}
+    assert names_copied(ask, " Sam likes pie.", people) == set()
+    assert names_copied("Instruction: What does Cal own?\nResponse:", " Cal owns a coat, like Vera.",
+                        people) == {"Vera"}, "Cal is the prompt's own, Vera is copied"
+    assert names_copied(ask, " Vera and Cal met.", people) == {"Cal", "Vera"}

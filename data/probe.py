@@ -368,7 +368,8 @@ def main():
     parser.add_argument("--policy", default="out/sft/model.pt", help="with --best_of: the policy that samples")
     parser.add_argument("--counts", action="store_true",
                         help="the RM's score of lists of 1 to N + 1 fitting items, stories of 1 to 3 sentences")
-    parser.add_argument("--few_shot", metavar="BASE", help="how often the base copies the few-shot prefix's people")
+    parser.add_argument("--few_shot", metavar="BASE",
+                        help="how often the base copies the few-shot prefix's people into its answers")
     args = parser.parse_args()
     if args.counts:
         return count_probe(args.rm, args.seed)

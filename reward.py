@@ -22,6 +22,7 @@ Choices, and why:
   on training labelers vs 69.6% on held-out ones).
 """
 import argparse
+import math
 import os
 import time
 
@@ -44,15 +45,25 @@ def ranking_loss(rewards, k):
     """Equation (1): loss(θ) = −1/C(K,2) · Σ_{(y_w, y_l)} log σ(r_θ(x, y_w) − r_θ(x, y_l)).
     rewards (B, Kmax): r_θ(x, y_i) with each row's completions ranked best first, padded past its
     k (B,) completions. All C(K,2) comparisons of a prompt form ONE batch element; the batch loss
-    is the mean over prompts. Returns (loss, pairwise accuracy as (correct pairs, pairs))."""
+    is the mean over prompts. Returns (loss, pairwise accuracy as (correct pairs, pairs) per prompt)."""
     i = torch.arange(rewards.size(1), device=rewards.device)
     # (B, Kmax, Kmax): winner i ranked above loser j, both real
     pairs = (i[:, None] < i[None, :]) & (i[None, None, :] < k[:, None, None])
     diff = rewards[:, :, None] - rewards[:, None, :]  # r(x, y_w) − r(x, y_l)
     nll = torch.where(pairs, F.softplus(-diff), 0.0)  # −log σ(d) = softplus(−d); padding never enters
     per_prompt = nll.sum((1, 2)) / pairs.sum((1, 2))  # 1/C(K,2) Σ over the prompt's pairs
-    correct = ((diff > 0) & pairs).sum()
-    return per_prompt.mean(), (correct, pairs.sum())
+    correct = ((diff > 0) & pairs).sum((1, 2))
+    return per_prompt.mean(), (correct, pairs.sum((1, 2)))
+
+
+def accuracy_interval(correct, pairs, correct_sq, correct_pairs, pairs_sq, n):
+    """Pairwise accuracy Σc/Σp over n prompts and its 95% half-width, from the sums of each prompt's
+    correct pairs c, pairs p and their products. A prompt's C(K,2) comparisons share its prompt and
+    K completions, so the prompt is the independent draw: the ratio estimator's standard error,
+    sqrt(n/(n−1) · Σ(c − acc·p)²) / Σp."""
+    acc = correct / pairs
+    residual = correct_sq - 2 * acc * correct_pairs + acc ** 2 * pairs_sq  # Σ(c − acc·p)²
+    return acc, 1.96 * math.sqrt(n / max(n - 1, 1) * max(residual, 0.0)) / pairs
 
 
 def normalizing_shift(demo_rewards):
@@ -208,21 +219,24 @@ def load_model(args, device):
 
 @torch.no_grad()
 def evaluate(model, rankings, micro, device, ctx):
-    """Validation loss (mean over prompts) and pairwise accuracy, over all processes."""
+    """Validation loss (mean over prompts), pairwise accuracy and its 95% half-width, over all
+    processes."""
     rank, world_size = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
     model.eval()
-    totals = torch.zeros(4, device=device)  # loss sum, prompts, correct pairs, pairs
+    totals = torch.zeros(7, dtype=torch.float64, device=device)  # loss, prompts, accuracy_interval's sums
     for i in range(rank * micro, len(rankings), micro * world_size):
         batch = rankings[i:i + micro]
         with ctx:
             rewards, k = forward_rankings(model, batch, device)
-        loss, (correct, pairs) = ranking_loss(rewards, k)
-        totals += torch.stack([loss * len(batch), torch.tensor(len(batch), device=device), correct,
-                               pairs]).float()
+        loss, (c, p) = ranking_loss(rewards, k)
+        c, p = c.double(), p.double()
+        totals += torch.stack([loss.double() * len(batch), torch.tensor(len(batch), device=device).double(),
+                               c.sum(), p.sum(), (c * c).sum(), (c * p).sum(), (p * p).sum()])
     if dist.is_initialized():
         dist.all_reduce(totals)
     model.train()
-    return (totals[0] / totals[1]).item(), (totals[2] / totals[3]).item()
+    loss, n, *sums = totals.tolist()
+    return (loss / n, *accuracy_interval(*sums, n))
 
 
 @torch.no_grad()
@@ -305,9 +319,10 @@ def main(argv=None):
 
     def validate(logged=True):
         record = {"step": step}
-        record["val_loss"], record["val_acc"] = evaluate(model, val, micro, device, ctx)
+        record["val_loss"], record["val_acc"], record["val_acc_ci"] = evaluate(model, val, micro, device, ctx)
         if heldout:
-            record["heldout_loss"], record["heldout_acc"] = evaluate(model, heldout, micro, device, ctx)
+            record["heldout_loss"], record["heldout_acc"], record["heldout_acc_ci"] = evaluate(
+                model, heldout, micro, device, ctx)
         if logged:
             log(record)
         return record
@@ -331,7 +346,7 @@ def main(argv=None):
                 loss = loss / grad_accum  # equal micro-batches: the mean of means is the mean over prompts
             (scaler.scale(loss) if scaler else loss).backward()
             loss_sum += loss.item()
-            acc += torch.stack([correct, pairs]).float().cpu()
+            acc += torch.stack([correct.sum(), pairs.sum()]).float().cpu()
             seen += sum(len(r) for r in batch)
         check_finite(loss_sum, step + 1, args.out_dir, saved)  # the step that failed, from 1
         optimizer_step(model, optimizer, scaler, args.grad_clip)
@@ -374,9 +389,11 @@ def main(argv=None):
     print0(f"normalised: shift {shift.item():+.4f} | demonstrations mean {demo_r.mean().item():+.4f} "
            f"std {demo_r.std().item():.4f} | SFT samples mean {sample_r.mean().item():+.4f} "
            f"std {sample_r.std().item():.4f}")
-    summary = f"RM accuracy: training labelers' validation {final['val_acc']:.1%}"
+    summary = (f"RM accuracy: training labelers' validation {final['val_acc']:.1%} "
+               f"(± {final['val_acc_ci']:.1%})")
     if heldout:
-        summary += f" | held-out labelers {final['heldout_acc']:.1%} (paper: 72.4% vs 69.6%)"
+        summary += (f" | held-out labelers {final['heldout_acc']:.1%} (± {final['heldout_acc_ci']:.1%}; "
+                    "paper: 72.4% vs 69.6%)")
     print0(summary + f" -> {args.out_dir}/model.pt")
     if ddp:
         del model  # the DDP wrapper holds the process group: free it first, or exit can abort

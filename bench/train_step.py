@@ -208,7 +208,7 @@ if args.only in (None, "rm"):
         loss, (correct, pairs) = reward.ranking_loss(rewards, k)
         loss.backward()
         check_finite(loss.item(), i, "-")
-        torch.stack([correct, pairs]).float().cpu()  # the accuracy reward.py accumulates every step
+        torch.stack([correct.sum(), pairs.sum()]).float().cpu()  # the accuracy reward.py accumulates every step
         optimizer_step(rm_model, rm_opt, None, rm_defaults.grad_clip)
 
     # pre-tokenized prompt + completion pairs

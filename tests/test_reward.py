@@ -29,7 +29,7 @@ def test_ranking_loss_k3_by_hand():
     # −log σ(d) = softplus(−d), C(3,2) = 3
     expected = (1 / 3) * (softplus(-1.5) + softplus(-3.0) + softplus(-1.5))
     assert abs(loss.item() - expected) < 1e-6
-    assert (correct.item(), pairs.item()) == (3, 3)
+    assert (correct.tolist(), pairs.tolist()) == ([3], [3])
 
 
 def test_ranking_loss_mixed_k_ignores_padding():
@@ -42,8 +42,8 @@ def test_ranking_loss_mixed_k_ignores_padding():
         loss, (correct, pairs) = reward.ranking_loss(rewards, torch.tensor([2, 4]))
         assert abs(loss.item() - (loss_a + loss_b) / 2) < 1e-6, \
             "the batch loss is the mean of the prompts' losses"
-        assert pairs.item() == 1 + 6
-        assert correct.item() == 0 + 5  # the tie (d = 0) is not counted correct
+        assert pairs.tolist() == [1, 6], "per prompt: C(2,2) and C(4,2)"
+        assert correct.tolist() == [0, 5]  # the tie (d = 0) is not counted correct
 
 
 def test_ranking_loss_gradient_skips_padding():
@@ -53,6 +53,18 @@ def test_ranking_loss_gradient_skips_padding():
     assert rewards.grad[0, 2] == 0
     # d loss / d r_w for A's single pair: −(1/2)·σ(−d) with d = −0.7
     assert abs(rewards.grad[0, 0].item() + 0.5 / (1 + math.exp(-0.7))) < 1e-6
+
+
+def test_accuracy_interval_treats_each_prompt_as_one_draw():
+    # three prompts with (correct, pairs) = (1, 1), (5, 6), (0, 3): accuracy 6 / 10 = 0.6; residuals
+    # c − 0.6·p = 0.4, 1.4, −1.8, squares 0.16 + 1.96 + 3.24 = 5.36; variance 3/2 · 5.36 / 10² = 0.0804
+    c, p = [1, 5, 0], [1, 6, 3]
+    sums = (sum(c), sum(p), sum(x * x for x in c), sum(x * y for x, y in zip(c, p)), sum(y * y for y in p))
+    assert sums == (6, 10, 26, 31, 46)
+    acc, half = reward.accuracy_interval(*sums, 3)
+    assert abs(acc - 0.6) < 1e-12 and abs(half - 1.96 * math.sqrt(0.0804)) < 1e-12  # 0.5558
+    # every prompt at the same accuracy: no spread between prompts, no interval
+    assert reward.accuracy_interval(4, 8, 1 + 9, 2 + 18, 4 + 36, 2) == (0.5, 0.0)
 
 
 def test_normalizing_shift():

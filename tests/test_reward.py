@@ -169,6 +169,12 @@ def test_train_normalise_and_checkpoint(world, capsys):
     assert even["rankings"] == odd["rankings"] == 4
     assert abs((14 * even["val_acc"] + 26 * odd["val_acc"]) / 40 - final["val_acc"]) < 1e-6
     assert "RM accuracy by category" in out and f"even {even['val_acc']:.1%} / {even['heldout_acc']:.1%}" in out
+    # the summary line carries each accuracy's interval over the 8 validation prompts: none when every
+    # prompt's pairs are all ordered right, as the tiny RM may manage
+    for key in ("val_acc", "heldout_acc"):
+        assert (final[key + "_ci"] == 0) == (final[key] == 1) and final[key + "_ci"] < 0.5
+    assert (f"validation {final['val_acc']:.1%} (± {final['val_acc_ci']:.1%}) | held-out labelers "
+            f"{final['heldout_acc']:.1%} (± {final['heldout_acc_ci']:.1%};") in out
 
 
 # --- 5. bad input ----------------------------------------------------------------------------------

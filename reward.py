@@ -223,15 +223,15 @@ def evaluate(model, rankings, micro, device, ctx):
     processes."""
     rank, world_size = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
     model.eval()
-    totals = torch.zeros(7, dtype=torch.float64, device=device)  # loss, prompts, accuracy_interval's sums
+    totals = torch.zeros(7, device=device)  # loss sum, prompts, accuracy_interval's sums
     for i in range(rank * micro, len(rankings), micro * world_size):
         batch = rankings[i:i + micro]
         with ctx:
             rewards, k = forward_rankings(model, batch, device)
         loss, (c, p) = ranking_loss(rewards, k)
-        c, p = c.double(), p.double()
-        totals += torch.stack([loss.double() * len(batch), torch.tensor(len(batch), device=device).double(),
-                               c.sum(), p.sum(), (c * c).sum(), (c * p).sum(), (p * p).sum()])
+        c, p = c.float(), p.float()
+        totals += torch.stack([loss * len(batch), torch.tensor(len(batch), device=device).float(), c.sum(),
+                               p.sum(), (c * c).sum(), (c * p).sum(), (p * p).sum()])
     if dist.is_initialized():
         dist.all_reduce(totals)
     model.train()

@@ -51,9 +51,10 @@ def ranking_loss(rewards, k):
     pairs = (i[:, None] < i[None, :]) & (i[None, None, :] < k[:, None, None])
     diff = rewards[:, :, None] - rewards[:, None, :]  # r(x, y_w) − r(x, y_l)
     nll = torch.where(pairs, F.softplus(-diff), 0.0)  # −log σ(d) = softplus(−d); padding never enters
-    per_prompt = nll.sum((1, 2)) / pairs.sum((1, 2))  # 1/C(K,2) Σ over the prompt's pairs
+    n_pairs = pairs.sum((1, 2))  # C(K,2) of each prompt
+    per_prompt = nll.sum((1, 2)) / n_pairs  # 1/C(K,2) Σ over the prompt's pairs
     correct = ((diff > 0) & pairs).sum((1, 2))
-    return per_prompt.mean(), (correct, pairs.sum((1, 2)))
+    return per_prompt.mean(), (correct, n_pairs)
 
 
 def accuracy_interval(correct, pairs, correct_sq, correct_pairs, pairs_sq, n):

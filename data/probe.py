@@ -287,8 +287,9 @@ def names_copied(prompt, answer, people):
 def few_shot_copies(base_path, prompts, seed, sample_seed=0):
     """--few_shot: how many of the base's answers name a person of the few-shot prefix whom the prompt does
     not name, without the prefix ('GPT') and with it ('GPT-prompted'), the same sampling seed for both."""
-    ckpt = load_checkpoint(base_path)
-    base, enc = model_from_checkpoint(ckpt).eval(), get_tokenizer(ckpt["tokenizer"])
+    from evaluate import load_policy  # a language model, or a clear error for a reward model
+    base, meta = load_policy(base_path, "cpu")
+    enc = get_tokenizer(meta["tokenizer"])
     prefix = few_shot_prefix(seed)
     people = set(words(prefix)) & set(PEOPLE)
     for name, before in (("GPT", ""), ("GPT-prompted", prefix)):
@@ -323,10 +324,10 @@ def best_of(specs, texts, ended, pickers, ks, rng):
 
 def sample_and_pick(rm_path, policy_path, rankings, k_max, seed=0):
     """--best_of: K + 1 samples of the policy per prompt of the rankings, picked by best_of() three ways."""
-    from evaluate import sequence_logprobs  # the policy's log-likelihood, as evaluate.py's KL takes it
-    ckpt = load_checkpoint(policy_path)
-    policy, enc = model_from_checkpoint(ckpt).eval(), get_tokenizer(ckpt["tokenizer"])
-    rm = model_from_checkpoint(load_reward_model(rm_path, ckpt["tokenizer"], policy_path)).eval()
+    from evaluate import load_policy, sequence_logprobs  # the log-likelihood as evaluate.py's KL takes it
+    policy, meta = load_policy(policy_path, "cpu")
+    enc = get_tokenizer(meta["tokenizer"])
+    rm = model_from_checkpoint(load_reward_model(rm_path, meta["tokenizer"], policy_path)).eval()
     specs = list({r["prompt"]: spec for spec, r in rankings}.items())
     n = k_max + 1
     contexts = [enc.encode_ordinary(prompt) for prompt, _ in specs for _ in range(n)]

@@ -120,9 +120,15 @@ class KVCache:
         return self.k[layer][:, :, :t1], self.v[layer][:, :, :t1]
 
     def keep(self, rows):
-        """Drop the rows that are done (rows: a bool mask or indices of those to keep)."""
-        self.k = [k[rows] for k in self.k]
-        self.v = [v[rows] for v in self.v]
+        """Drop the rows that are done (rows: a bool mask or indices of those to keep). Only the
+        positions filled so far are copied: the rest would be overwritten before being read."""
+        index = rows.nonzero().squeeze(1) if rows.dtype == torch.bool else rows
+
+        def kept(cache):
+            new = cache.new_empty(len(index), *cache.shape[1:])
+            new[:, :, :self.t0] = cache[:, :, :self.t0].index_select(0, index)
+            return new
+        self.k, self.v = [kept(k) for k in self.k], [kept(v) for v in self.v]
 
 
 class CausalSelfAttention(nn.Module):

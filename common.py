@@ -364,14 +364,14 @@ def run_log(out_dir, master, resumed_at=None, key="step", total=None):
 # --------------------------------------------------------------------------------------------------
 # Reading a reward model
 
-def load_reward_model(path, tokenizer, policy_path, device="cpu"):
-    """A reward-model checkpoint (scalar head) that can score the policy of policy_path, whose
-    tokenizer it must share."""
+def load_reward_model(path, tokenizer=None, policy_path=None, device="cpu"):
+    """A reward-model checkpoint (scalar head); given a tokenizer, one that can score the policy of
+    policy_path, whose tokenizer it must share."""
     ckpt = load_checkpoint(path, device)
     if ckpt["model_config"].get("head") != "scalar":
         raise SystemExit(f"error: {path} is not a reward model but a language model checkpoint (LM head); "
                          "--rm needs a reward model (python reward.py)")
-    if ckpt.get("tokenizer") != tokenizer:
+    if tokenizer is not None and ckpt.get("tokenizer") != tokenizer:
         raise SystemExit(f"error: {path} uses tokenizer {ckpt.get('tokenizer')} but {policy_path} "
                          f"uses {tokenizer}")
     return ckpt

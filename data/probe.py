@@ -56,7 +56,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # importable when run as a script
 from common import load_reward_model, read_jsonl, rm_scores, write_jsonl  # noqa: E402
-from model import (decode_responses, get_tokenizer, load_checkpoint, model_from_checkpoint,  # noqa: E402
+from model import (decode_responses, get_tokenizer, model_from_checkpoint,  # noqa: E402
                    sample_responses)
 from data.labelers import (HELDOUT_LABELERS, POOLS, compare, judge, known, mean_utility,  # noqa: E402
                            utility, world_of)
@@ -187,9 +187,14 @@ def the_one_constraint(judged_a, judged_b):
     return only.pop() if len(only) == 1 else None
 
 
+def load_rm(rm_path):
+    """The reward model of rm_path and its tokenizer (a language model's checkpoint is a clear error)."""
+    ckpt = load_reward_model(rm_path)
+    return model_from_checkpoint(ckpt).eval(), get_tokenizer(ckpt["tokenizer"])
+
+
 def probe(rm_path, rankings):
-    ckpt = load_checkpoint(rm_path)
-    rm, enc = model_from_checkpoint(ckpt).eval(), get_tokenizer(ckpt["tokenizer"])
+    rm, enc = load_rm(rm_path)
 
     @functools.lru_cache(maxsize=None)  # the prompt swap scores every ranking with its own prompt again
     def score(prompt, completions):
@@ -243,8 +248,7 @@ def count_probe(rm_path, seed, rng_seed=0):
     """--counts: the RM's scores of lists of m fitting items for prompts asking for n (every plain list prompt
     of the world's splits), and of stories of m true sentences for prompts asking for n, printed as the mean
     score by n and m and how often each m scores highest."""
-    ckpt = load_checkpoint(rm_path)
-    rm, enc = model_from_checkpoint(ckpt).eval(), get_tokenizer(ckpt["tokenizer"])
+    rm, enc = load_rm(rm_path)
     rng, world = random.Random(rng_seed), make_world(seed)
     plain = [r for records in build_splits(seed).values() for r in records if r.get("style") == "plain"]
     kind = lambda r: r["spec"]["kind"]  # noqa: E731

@@ -17,9 +17,10 @@ import pytest
 
 from data.labelers import judge
 from data.probe import (best_of, ceiling_accuracy, contrast, count_lists, count_stories,
-                        false_fact_contrast, names_copied, prompt_swap_accuracy, read_rankings, relabel,
+                        false_fact_contrast, load_rm, names_copied, prompt_swap_accuracy, read_rankings, relabel,
                         the_one_constraint)
 from data.world import FOODS, PEOPLE, build_splits, few_shot_prefix, make_world
+from model import GPT, GPTConfig, save_checkpoint
 
 PROMPT = "Instruction: Write a sentence about the swan in exactly 4 words.\nResponse:"  # world 1234's rm_prompts-439
 
@@ -48,6 +49,17 @@ def test_unknown_prompt_is_named(tmp_path):
     src.write_text(json.dumps({"prompt": "Instruction: hello\nResponse:", "completions": ["a", "b"]}) + "\n")
     with pytest.raises(SystemExit, match="is not a prompt of world 1234"):
         read_rankings(str(src), 1234)
+
+
+def test_a_language_model_is_no_reward_model(tmp_path):
+    config = dict(block_size=32, vocab_size=300, n_layer=1, n_head=2, n_embd=16)
+    lm, rm = str(tmp_path / "lm.pt"), str(tmp_path / "rm.pt")
+    save_checkpoint(lm, GPT(GPTConfig(**config)), tokenizer="gpt2-2048", step=0)
+    save_checkpoint(rm, GPT(GPTConfig(**config, head="scalar")), tokenizer="gpt2-2048", step=0)
+    with pytest.raises(SystemExit, match=f"error: {lm} is not a reward model but a language model checkpoint"):
+        load_rm(lm)
+    model, enc = load_rm(rm)
+    assert model.config.head == "scalar" and not model.training and enc.n_vocab == 2048
 
 
 def test_prompt_swap_accuracy_separates_reading_from_blind(tmp_path):

@@ -74,6 +74,29 @@ def test_sampled_logprobs_equal_full_forward():
         assert mask[:, P:].equal(response_mask)
 
 
+def test_rows_that_finish_early_leave_the_cache_and_the_rest_sample_as_before(monkeypatch):
+    # 8 tokens, so <|endoftext|> (7) is drawn often: rows end at different steps and KVCache.keep drops
+    # them mid-sample; every log-prob of the rows still sampling must equal the full forward's
+    import model as model_module
+    kept, keep = [], model_module.KVCache.keep
+
+    def counted_keep(cache, rows):
+        kept.append(int(rows.sum()))
+        keep(cache, rows)
+    monkeypatch.setattr(model_module.KVCache, "keep", counted_keep)
+    model = tiny_model(vocab_size=8)
+    prompts = [[1, 2, 3, 4, 5], [6, 1], [2, 3, 4], [5], [1, 1, 2, 6]]
+    tokens, mask, logprobs, response_mask = generate(model, prompts, 10, eot=7,
+                                                     generator=torch.Generator().manual_seed(3))
+    lengths = response_mask.sum(1).tolist()
+    assert kept and len(set(lengths)) > 1 and max(lengths) > min(lengths) + 1
+    P = tokens.size(1) - logprobs.size(1)
+    with torch.no_grad():
+        logits = model(tokens, attention_mask=mask)
+    recomputed = token_logprobs(logits[:, P - 1:-1], tokens[:, P:], 1.0, None, None)
+    assert (recomputed - logprobs)[response_mask].abs().max().item() <= 1e-5
+
+
 def ulps(x, n):
     """x moved n float32 steps (ulps) up, or down for n < 0: the size of the difference between a
     KV-cache step's logits and a full forward's (7e-8 on logits of 0.17 above, 5 ulps)."""

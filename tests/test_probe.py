@@ -5,13 +5,15 @@ ranking of a world-1234 prompt; the prompt-swap accuracy that tells a prompt-rea
 pairs; the one constraint that alone separates two judged completions (the probe's per-constraint rows);
 --best_of's pick among a prompt's samples by each picker, judged against the prompt's last sample; and the
 lists and stories of --counts, every one true, the labelers' verdict best at the count asked; and the people
---few_shot counts as copied from the few-shot prefix.
+--few_shot counts as copied from the few-shot prefix; and a language model's checkpoint passed as the reward
+model is a one-line error.
 
     python -m pytest tests/test_probe.py -q
 """
 import json
 import os
 import random
+import re
 
 import pytest
 
@@ -56,7 +58,7 @@ def test_a_language_model_is_no_reward_model(tmp_path):
     lm, rm = str(tmp_path / "lm.pt"), str(tmp_path / "rm.pt")
     save_checkpoint(lm, GPT(GPTConfig(**config)), tokenizer="gpt2-2048", step=0)
     save_checkpoint(rm, GPT(GPTConfig(**config, head="scalar")), tokenizer="gpt2-2048", step=0)
-    with pytest.raises(SystemExit, match=f"error: {lm} is not a reward model but a language model checkpoint"):
+    with pytest.raises(SystemExit, match=re.escape(f"error: {lm} is not a reward model but a language model")):
         load_rm(lm)
     model, enc = load_rm(rm)
     assert model.config.head == "scalar" and not model.training and enc.n_vocab == 2048

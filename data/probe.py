@@ -187,9 +187,10 @@ def the_one_constraint(judged_a, judged_b):
     return only.pop() if len(only) == 1 else None
 
 
-def load_rm(rm_path):
-    """The reward model of rm_path and its tokenizer (a language model's checkpoint is a clear error)."""
-    ckpt = load_reward_model(rm_path)
+def load_rm(rm_path, tokenizer=None, policy_path=None):
+    """The reward model of rm_path and its tokenizer (a language model's checkpoint is a clear error; given
+    a policy's tokenizer, so is another)."""
+    ckpt = load_reward_model(rm_path, tokenizer, policy_path)
     return model_from_checkpoint(ckpt).eval(), get_tokenizer(ckpt["tokenizer"])
 
 
@@ -331,7 +332,7 @@ def sample_and_pick(rm_path, policy_path, rankings, k_max, seed=0):
     from evaluate import load_policy, sequence_logprobs  # the log-likelihood as evaluate.py's KL takes it
     policy, meta = load_policy(policy_path, "cpu")
     enc = get_tokenizer(meta["tokenizer"])
-    rm = model_from_checkpoint(load_reward_model(rm_path, meta["tokenizer"], policy_path)).eval()
+    rm, _ = load_rm(rm_path, meta["tokenizer"], policy_path)
     specs = list({r["prompt"]: spec for spec, r in rankings}.items())
     n = k_max + 1
     contexts = [enc.encode_ordinary(prompt) for prompt, _ in specs for _ in range(n)]
